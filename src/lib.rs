@@ -1,0 +1,25 @@
+//! Braid: bonded-cellular live-video uplink.
+//!
+//! Layout (sans-IO cores in `core`, thin async shells around them):
+//!
+//! - [`config`]: TOML schema for `edge.toml` / `relay.toml` -> validated types.
+//! - [`core`]: pure state machines driven by `(now, event)`, no sockets, no clocks:
+//!   [`core::wire`] (datagram header and control messages), [`core::ts`] (MPEG-TS
+//!   packet classification), [`core::sender`] (edge: per-link estimators, scheduler,
+//!   ARQ, failover), [`core::receiver`] (relay: reorder buffer, release at fixed
+//!   latency, NACKs, per-link receiver reports).
+//! - [`sim`]: mahimahi traces, the trace-driven link model, the perfect-aggregate
+//!   bound, the virtual-time harness and the userspace link emulator.
+//! - [`transport`]: quinn glue: TLS identities, endpoint configuration, per-link
+//!   sockets (`SO_BINDTODEVICE` or a source address), interface watching.
+//! - [`edge`], [`relay`]: the daemons.
+//! - [`system`]: signals, stats HTTP endpoints.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod core;
+pub mod edge;
+pub mod relay;
+pub mod sim;
+pub mod system;
+pub mod transport;

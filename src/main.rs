@@ -1,0 +1,3 @@
+fn main() {
+    println!("braid {}", env!("CARGO_PKG_VERSION"));
+}
