@@ -365,8 +365,14 @@ mod tests {
             Err(TraceError::NotSorted { line, .. }) => assert_eq!(line, 3),
             other => panic!("expected not-sorted error, got {other:?}"),
         }
-        assert!(matches!(Trace::parse("x", "\n"), Err(TraceError::Empty { .. })));
-        assert!(matches!(Trace::parse("x", "0\n0\n"), Err(TraceError::ZeroPeriod { .. })));
+        assert!(matches!(
+            Trace::parse("x", "\n"),
+            Err(TraceError::Empty { .. })
+        ));
+        assert!(matches!(
+            Trace::parse("x", "0\n0\n"),
+            Err(TraceError::ZeroPeriod { .. })
+        ));
         assert!(matches!(
             Trace::load("/nonexistent/trace"),
             Err(TraceError::Io { .. })
@@ -446,8 +452,15 @@ mod tests {
         // Looping: every lap has the same capacity ([1, P] holds one whole period).
         assert_eq!(t.opportunities_between(1, 140_001), t.len() as u64);
         assert_eq!(t.opportunities_between(140_001, 280_001), t.len() as u64);
-        let at_end = t.opportunities_ms().iter().filter(|&&o| o == 140_000).count() as u64;
-        assert_eq!(t.opportunities_between(0, 280_000), 2 * t.len() as u64 - at_end);
+        let at_end = t
+            .opportunities_ms()
+            .iter()
+            .filter(|&&o| o == 140_000)
+            .count() as u64;
+        assert_eq!(
+            t.opportunities_between(0, 280_000),
+            2 * t.len() as u64 - at_end
+        );
         let t = load_test_trace("TMobile-LTE-short.up");
         let mbps = t.mean_bps() / 1e6;
         assert!((mbps - 13.32).abs() < 0.01, "{mbps}");
