@@ -1,1 +1,1856 @@
-//! TODO
+//! TOML configuration for the edge (`edge.toml`) and the relay (`relay.toml`).
+//!
+//! The files are deserialized into private "raw" serde structs (every table has
+//! `deny_unknown_fields`, every validated value is a [`toml::Spanned`]) and then
+//! validated into the public types below ([`EdgeConfig`], [`RelayConfig`]), which
+//! are what the rest of the program uses: socket addresses, durations, enums and
+//! resolved paths, never raw strings.
+//!
+//! Every error is a [`ConfigError`] whose `Display` is `FILE:LINE: reason`
+//! (or `FILE: reason` when there is no line, e.g. the file cannot be read).
+//! Relative paths (`cert`, `key`, `ca`) are resolved against the directory of
+//! the configuration file. See `docs/config.md` for the user-facing reference.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ops::{Range, RangeInclusive};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+// ---------------------------------------------------------------------------
+// Defaults and limits (documented in docs/config.md)
+// ---------------------------------------------------------------------------
+
+/// Default TLS server name the edge expects on the relay certificate.
+pub const DEFAULT_SERVER_NAME: &str = "braid-relay";
+/// Default end-to-end latency budget (edge) / release latency (relay).
+pub const DEFAULT_LATENCY: Duration = Duration::from_millis(500);
+/// Allowed range of `latency_ms`, in milliseconds.
+pub const LATENCY_MS_RANGE: RangeInclusive<i64> = 50..=10_000;
+/// Default listen address of the edge `udp` input.
+pub const DEFAULT_INPUT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 5000));
+/// Default rate of the edge `test` input, in kbit/s.
+pub const DEFAULT_TEST_RATE_KBPS: i64 = 5000;
+/// Allowed range of `input.rate_kbps`.
+pub const TEST_RATE_KBPS_RANGE: RangeInclusive<i64> = 100..=100_000;
+/// Maximum number of `[[link]]` entries in `edge.toml`.
+pub const MAX_LINKS: usize = 8;
+/// Default listen address of the edge stats HTTP endpoint.
+pub const DEFAULT_EDGE_STATS_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8081));
+/// Default listen address of the relay stats HTTP endpoint.
+pub const DEFAULT_RELAY_STATS_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9091));
+/// Default fraction of media bytes that may be spent on duplicates.
+pub const DEFAULT_DUPLICATE_BUDGET: f64 = 0.03;
+/// Allowed range of `scheduler.duplicate_budget`.
+pub const DUPLICATE_BUDGET_RANGE: RangeInclusive<f64> = 0.0..=0.5;
+
+// ---------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------
+
+/// A configuration error. `Display` is `FILE:LINE: reason`, or `FILE: reason`
+/// when no line applies (unreadable file, a required top-level table missing).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {}", .path.display(), io_reason(.source))]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// TOML syntax error, unknown key, wrong type or missing required key
+    /// (reported by the toml deserializer).
+    #[error("{}: {message}", location(.path, .line))]
+    Syntax {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+    /// The file is well-formed but a value is not acceptable (range, format,
+    /// duplicates, mutually exclusive keys). `message` starts with the key path.
+    #[error("{}: {message}", location(.path, .line))]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// 1-based line the error points at, if any.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Syntax { line, .. } | ConfigError::Invalid { line, .. } => *line,
+        }
+    }
+
+    /// The configuration file path, as given by the caller.
+    pub fn path(&self) -> &Path {
+        match self {
+            ConfigError::Read { path, .. }
+            | ConfigError::Syntax { path, .. }
+            | ConfigError::Invalid { path, .. } => path,
+        }
+    }
+
+    /// The reason without the `FILE:LINE: ` prefix (e.g. for a web form).
+    pub fn reason(&self) -> String {
+        match self {
+            ConfigError::Read { source, .. } => format!("cannot read: {}", io_reason(source)),
+            ConfigError::Syntax { message, .. } | ConfigError::Invalid { message, .. } => {
+                message.clone()
+            }
+        }
+    }
+}
+
+fn location(path: &Path, line: &Option<usize>) -> String {
+    match line {
+        Some(line) => format!("{}:{line}", path.display()),
+        None => path.display().to_string(),
+    }
+}
+
+/// `io::Error` display without the trailing ` (os error N)`.
+fn io_reason(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
+    }
+}
+
+/// 1-based line of a byte offset in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    1 + text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+}
+
+/// Where errors point: the file name for messages, its text for line numbers
+/// and its directory for resolving relative paths.
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+    base: &'a Path,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(path: &'a Path, text: &'a str) -> Self {
+        let base = path.parent().unwrap_or(Path::new(""));
+        Ctx { path, text, base }
+    }
+
+    fn line(&self, span: Option<Range<usize>>) -> Option<usize> {
+        span.map(|s| line_of(self.text, s.start))
+    }
+
+    fn invalid(&self, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: self.line(span),
+            message: message.into(),
+        }
+    }
+
+    /// Converts a toml deserializer error. `top_level` are the top-level
+    /// tables of the schema (a missing one has no meaningful line).
+    fn syntax(&self, e: toml::de::Error, top_level: &[&str]) -> ConfigError {
+        let mut message = e.message().trim_end().to_string();
+        let mut line = self.line(e.span());
+        // toml reports a missing key at the span of the table that lacks it
+        // (the whole document for top-level tables): name the table.
+        if let Some(field) = message.strip_prefix("missing field `") {
+            let field = field.trim_end_matches('`');
+            let at = e
+                .span()
+                .and_then(|s| self.text.get(s.start..))
+                .unwrap_or("");
+            let first = at.lines().next().unwrap_or("");
+            let header = first.split('#').next().unwrap_or("").trim();
+            if top_level.contains(&field) {
+                line = None;
+            } else if header.starts_with('[') {
+                message = format!("{message} in {header}");
+            }
+        }
+        ConfigError::Syntax {
+            path: self.path.to_path_buf(),
+            line,
+            message,
+        }
+    }
+
+    /// A non-empty path, resolved against the config file's directory.
+    fn file_path(&self, key: &str, value: &Spanned<String>) -> Result<PathBuf, ConfigError> {
+        let s = value.get_ref();
+        if s.trim().is_empty() {
+            return Err(self.invalid(Some(value.span()), format!("{key}: must not be empty")));
+        }
+        Ok(self.base.join(s))
+    }
+
+    fn socket_addr(&self, key: &str, value: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+        value.get_ref().parse().map_err(|_| {
+            self.invalid(
+                Some(value.span()),
+                format!(
+                    "{key}: expected IP:PORT (e.g. \"127.0.0.1:5000\" or \"[::1]:5000\"), got {:?}",
+                    value.get_ref()
+                ),
+            )
+        })
+    }
+
+    fn latency(&self, key: &str, value: Option<&Spanned<i64>>) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(DEFAULT_LATENCY),
+            Some(v) => {
+                let ms = self.int_in_range(key, v, &LATENCY_MS_RANGE)?;
+                Ok(Duration::from_millis(ms as u64))
+            }
+        }
+    }
+
+    fn int_in_range(
+        &self,
+        key: &str,
+        value: &Spanned<i64>,
+        range: &RangeInclusive<i64>,
+    ) -> Result<i64, ConfigError> {
+        let v = *value.get_ref();
+        if range.contains(&v) {
+            Ok(v)
+        } else {
+            Err(self.invalid(
+                Some(value.span()),
+                format!(
+                    "{key}: must be between {} and {}, got {v}",
+                    range.start(),
+                    range.end()
+                ),
+            ))
+        }
+    }
+
+    fn name(&self, key: &str, value: &Spanned<String>) -> Result<String, ConfigError> {
+        let s = value.get_ref();
+        if is_valid_name(s) {
+            Ok(s.clone())
+        } else {
+            Err(self.invalid(
+                Some(value.span()),
+                format!("{key}: must be 1 to 64 characters from A-Z a-z 0-9 _ -, got {s:?}"),
+            ))
+        }
+    }
+}
+
+/// `[A-Za-z0-9_-]{1,64}`: device ids and link names.
+fn is_valid_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// DNS host name: dot-separated labels of `[A-Za-z0-9-]{1,63}` not starting or
+/// ending with `-`, at most 253 characters, optional trailing dot.
+fn is_dns_name(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Linux interface name rules (`dev_valid_name`): 1..=15 bytes, not `.`/`..`,
+/// no `/`, `:` or whitespace.
+fn is_valid_interface(s: &str) -> bool {
+    (1..=15).contains(&s.len())
+        && s != "."
+        && s != ".."
+        && !s
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+}
+
+// ---------------------------------------------------------------------------
+// Fingerprints
+// ---------------------------------------------------------------------------
+
+/// Parses a SHA-256 certificate fingerprint.
+///
+/// Accepts 64 hex digits (any case), optionally prefixed with `sha256:` (any
+/// case) and optionally with a `:` between every byte (`AB:CD:...`, as printed
+/// by `openssl x509 -fingerprint -sha256`).
+pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
+    let t = s.trim();
+    let hex = match t.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("sha256:") => &t[7..],
+        _ => t,
+    };
+    let digits: Vec<u8> = if hex.contains(':') {
+        let groups: Vec<&str> = hex.split(':').collect();
+        if groups.len() != 32 || groups.iter().any(|g| g.len() != 2) {
+            return Err(format!(
+                "expected sha256:<64 hex digits> (optionally AB:CD:.. with a colon between \
+                 every byte), got {s:?}"
+            ));
+        }
+        groups.concat().into_bytes()
+    } else {
+        hex.as_bytes().to_vec()
+    };
+    if digits.len() != 64 {
+        return Err(format!(
+            "expected sha256:<64 hex digits>, got {} characters in {s:?}",
+            digits.len()
+        ));
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in digits.chunks_exact(2).enumerate() {
+        let hi = hex_value(pair[0]);
+        let lo = hex_value(pair[1]);
+        match (hi, lo) {
+            (Some(hi), Some(lo)) => out[i] = (hi << 4) | lo,
+            _ => return Err(format!("expected hex digits 0-9 a-f, got {s:?}")),
+        }
+    }
+    Ok(out)
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Formats a SHA-256 fingerprint as `sha256:<64 lowercase hex digits>`, the
+/// form [`parse_fingerprint`] accepts and the config files use.
+pub fn format_fingerprint(fp: &[u8; 32]) -> String {
+    use fmt::Write;
+    let mut s = String::with_capacity(7 + 64);
+    s.push_str("sha256:");
+    for b in fp {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------
+// Public validated types: edge
+// ---------------------------------------------------------------------------
+
+/// Validated `edge.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeConfig {
+    /// `[device]`: who this edge box is.
+    pub device: DeviceIdentity,
+    /// `[relay]`: where to send and how to authenticate the relay.
+    pub relay: RelayTarget,
+    /// `[input]`: where the MPEG-TS comes from. Default: test source at 5000 kbit/s.
+    pub input: InputConfig,
+    /// `[[link]]`: 1..=8 uplinks, unique names, unique interfaces / bind addresses.
+    pub links: Vec<LinkConfig>,
+    /// `[stats] listen`: local HTTP for `GET /api/stats`. Default
+    /// `Some(127.0.0.1:8081)`; `None` when `[stats] enabled = false`.
+    pub stats_listen: Option<SocketAddr>,
+    /// `[scheduler]`: tuning knobs, all defaulted.
+    pub scheduler: SchedulerTuning,
+}
+
+/// `[device]` of `edge.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    /// `[A-Za-z0-9_-]{1,64}`.
+    pub id: String,
+    /// PEM certificate path, resolved against the config file's directory.
+    pub cert: PathBuf,
+    /// PEM private key path, resolved against the config file's directory.
+    pub key: PathBuf,
+}
+
+/// `[relay]` of `edge.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayTarget {
+    /// Relay host (DNS name or IP literal) and UDP port.
+    pub address: RelayAddress,
+    /// TLS server name expected on the relay certificate. Default `braid-relay`.
+    pub server_name: String,
+    /// How the relay certificate is verified.
+    pub trust: RelayTrust,
+    /// End-to-end latency budget, 50 ms..=10 s. Default 500 ms.
+    pub latency: Duration,
+}
+
+/// How the edge verifies the relay certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayTrust {
+    /// SHA-256 of the relay certificate (DER) must match exactly.
+    Pinned([u8; 32]),
+    /// The relay certificate must chain to this PEM CA certificate.
+    Ca(PathBuf),
+}
+
+/// A relay address: a host (DNS name or IP literal, IPv6 without brackets)
+/// and a port. Resolution of DNS names happens at connect time, not here.
+/// `to_string()` gives `host:port` (`[v6]:port` for IPv6).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RelayAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+impl RelayAddress {
+    /// The host as an IP address if it is an IP literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.host.parse().ok()
+    }
+}
+
+impl fmt::Display for RelayAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for RelayAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(sa) = s.parse::<SocketAddr>() {
+            if sa.port() == 0 {
+                return Err(format!("port must not be 0 in {s:?}"));
+            }
+            return Ok(RelayAddress {
+                host: sa.ip().to_string(),
+                port: sa.port(),
+            });
+        }
+        let Some((host, port)) = s.rsplit_once(':') else {
+            return Err(format!("expected HOST:PORT, got {s:?}"));
+        };
+        if host.starts_with('[') || host.contains(':') {
+            return Err(format!(
+                "expected HOST:PORT with IPv6 literals in brackets (e.g. \"[2001:db8::1]:7000\"), got {s:?}"
+            ));
+        }
+        let port: u16 = match port.parse() {
+            Ok(p) if p != 0 => p,
+            _ => return Err(format!("expected a port 1-65535 after ':', got {s:?}")),
+        };
+        if !is_dns_name(host) {
+            return Err(format!(
+                "host must be a DNS name or IP address, got {host:?} in {s:?}"
+            ));
+        }
+        Ok(RelayAddress {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// `[input]` of `edge.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputConfig {
+    /// MPEG-TS over UDP from an external encoder.
+    Udp {
+        /// Default `127.0.0.1:5000`.
+        listen: SocketAddr,
+    },
+    /// Built-in constant-rate test source.
+    Test {
+        /// Bits per second (`rate_kbps * 1000`), 100 kbit/s..=100 Mbit/s.
+        rate_bps: u64,
+    },
+}
+
+/// One `[[link]]` of `edge.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkConfig {
+    /// Unique, `[A-Za-z0-9_-]{1,64}`.
+    pub name: String,
+    /// Which network path the link's socket uses.
+    pub bind: LinkBind,
+    /// Disabled links are configured but not used. Default `true`.
+    pub enabled: bool,
+}
+
+/// How a link's socket is tied to one uplink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkBind {
+    /// `SO_BINDTODEVICE` to this interface name.
+    Interface(String),
+    /// Bind to this local source address.
+    Address(IpAddr),
+}
+
+/// `[scheduler]` of `edge.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerTuning {
+    /// Fraction of media bytes that may be spent on duplicates of important
+    /// packets, 0.0..=0.5. Default 0.03.
+    pub duplicate_budget: f64,
+}
+
+impl Default for SchedulerTuning {
+    fn default() -> Self {
+        SchedulerTuning {
+            duplicate_budget: DEFAULT_DUPLICATE_BUDGET,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Public validated types: relay
+// ---------------------------------------------------------------------------
+
+/// Validated `relay.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// QUIC (UDP) listen address.
+    pub listen: SocketAddr,
+    /// PEM certificate path, resolved against the config file's directory.
+    pub cert: PathBuf,
+    /// PEM private key path, resolved against the config file's directory.
+    pub key: PathBuf,
+    /// Default release latency, 50 ms..=10 s. Default 500 ms.
+    pub latency: Duration,
+    /// Stats HTTP (`/api/stats`, `/metrics`). Default `127.0.0.1:9091`.
+    pub stats_listen: SocketAddr,
+    /// Devices allowed to connect; ids and fingerprints are unique.
+    pub devices: Vec<DeviceEntry>,
+}
+
+impl RelayConfig {
+    /// The device whose certificate has this SHA-256 fingerprint.
+    pub fn device_by_fingerprint(&self, fp: &[u8; 32]) -> Option<&DeviceEntry> {
+        self.devices.iter().find(|d| &d.fingerprint == fp)
+    }
+}
+
+/// One `[[device]]` of `relay.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceEntry {
+    /// `[A-Za-z0-9_-]{1,64}`, unique.
+    pub id: String,
+    /// SHA-256 of the device certificate (DER), unique.
+    pub fingerprint: [u8; 32],
+    /// Release latency for this device: its `latency_ms`, else `relay.latency_ms`.
+    pub latency: Duration,
+    /// One or more outputs.
+    pub outputs: Vec<OutputConfig>,
+}
+
+/// One `[[device.output]]` of `relay.toml`. Only `udp` exists today; srt,
+/// rtmp and file outputs are expected later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputConfig {
+    /// MPEG-TS in 7x188-byte UDP datagrams to `address`.
+    Udp { address: SocketAddr },
+}
+
+// ---------------------------------------------------------------------------
+// Raw serde structs
+// ---------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEdge {
+    device: RawDeviceIdentity,
+    relay: Spanned<RawRelayTarget>,
+    #[serde(default)]
+    input: Option<RawInput>,
+    #[serde(default)]
+    link: Vec<Spanned<RawLink>>,
+    #[serde(default)]
+    stats: Option<RawEdgeStats>,
+    #[serde(default)]
+    scheduler: Option<RawScheduler>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeviceIdentity {
+    id: Spanned<String>,
+    cert: Spanned<String>,
+    key: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelayTarget {
+    address: Spanned<String>,
+    server_name: Option<Spanned<String>>,
+    fingerprint: Option<Spanned<String>>,
+    ca: Option<Spanned<String>>,
+    latency_ms: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawInputKind {
+    Udp,
+    Test,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    kind: Option<RawInputKind>,
+    listen: Option<Spanned<String>>,
+    rate_kbps: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    name: Spanned<String>,
+    interface: Option<Spanned<String>>,
+    bind: Option<Spanned<String>>,
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEdgeStats {
+    enabled: Option<bool>,
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScheduler {
+    duplicate_budget: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelayFile {
+    relay: RawRelayServer,
+    #[serde(default)]
+    stats: Option<RawRelayStats>,
+    #[serde(default)]
+    device: Vec<Spanned<RawDeviceEntry>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelayServer {
+    listen: Spanned<String>,
+    cert: Spanned<String>,
+    key: Spanned<String>,
+    latency_ms: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelayStats {
+    listen: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeviceEntry {
+    id: Spanned<String>,
+    fingerprint: Spanned<String>,
+    latency_ms: Option<Spanned<i64>>,
+    #[serde(default)]
+    output: Vec<RawOutput>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawOutputKind {
+    Udp,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    kind: RawOutputKind,
+    address: Spanned<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Loading and validation
+// ---------------------------------------------------------------------------
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads and validates an `edge.toml`.
+pub fn load_edge(path: &Path) -> Result<EdgeConfig, ConfigError> {
+    parse_edge(&read(path)?, path)
+}
+
+/// Reads and validates a `relay.toml`.
+pub fn load_relay(path: &Path) -> Result<RelayConfig, ConfigError> {
+    parse_relay(&read(path)?, path)
+}
+
+/// Validates `edge.toml` text. `path_for_messages` is used in error messages
+/// and its directory to resolve relative paths.
+pub fn parse_edge(text: &str, path_for_messages: &Path) -> Result<EdgeConfig, ConfigError> {
+    let ctx = Ctx::new(path_for_messages, text);
+    let raw: RawEdge = toml::from_str(text).map_err(|e| ctx.syntax(e, &["device", "relay"]))?;
+
+    let device = DeviceIdentity {
+        id: ctx.name("device.id", &raw.device.id)?,
+        cert: ctx.file_path("device.cert", &raw.device.cert)?,
+        key: ctx.file_path("device.key", &raw.device.key)?,
+    };
+
+    let relay = edge_relay(&ctx, &raw.relay)?;
+    let input = edge_input(&ctx, raw.input.as_ref())?;
+    let links = edge_links(&ctx, &raw.link)?;
+
+    let stats_listen = match &raw.stats {
+        None => Some(DEFAULT_EDGE_STATS_LISTEN),
+        Some(s) => match (s.enabled.unwrap_or(true), &s.listen) {
+            (false, _) => None,
+            (true, None) => Some(DEFAULT_EDGE_STATS_LISTEN),
+            (true, Some(l)) => Some(ctx.socket_addr("stats.listen", l)?),
+        },
+    };
+
+    let mut scheduler = SchedulerTuning::default();
+    if let Some(b) = raw
+        .scheduler
+        .as_ref()
+        .and_then(|s| s.duplicate_budget.as_ref())
+    {
+        let v = *b.get_ref();
+        if !DUPLICATE_BUDGET_RANGE.contains(&v) {
+            return Err(ctx.invalid(
+                Some(b.span()),
+                format!(
+                    "scheduler.duplicate_budget: must be between {} and {}, got {v}",
+                    DUPLICATE_BUDGET_RANGE.start(),
+                    DUPLICATE_BUDGET_RANGE.end()
+                ),
+            ));
+        }
+        scheduler.duplicate_budget = v;
+    }
+
+    Ok(EdgeConfig {
+        device,
+        relay,
+        input,
+        links,
+        stats_listen,
+        scheduler,
+    })
+}
+
+fn edge_relay(ctx: &Ctx, raw: &Spanned<RawRelayTarget>) -> Result<RelayTarget, ConfigError> {
+    let r = raw.get_ref();
+    let address: RelayAddress = r
+        .address
+        .get_ref()
+        .parse()
+        .map_err(|e| ctx.invalid(Some(r.address.span()), format!("relay.address: {e}")))?;
+
+    let server_name = match &r.server_name {
+        None => DEFAULT_SERVER_NAME.to_string(),
+        Some(s) => {
+            let name = s.get_ref();
+            if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                return Err(ctx.invalid(
+                    Some(s.span()),
+                    format!("relay.server_name: not a valid DNS name or IP address: {name:?}"),
+                ));
+            }
+            name.clone()
+        }
+    };
+
+    let trust = match (&r.fingerprint, &r.ca) {
+        (Some(_), Some(ca)) => {
+            return Err(ctx.invalid(
+                Some(ca.span()),
+                "relay: give exactly one of fingerprint / ca, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ctx.invalid(
+                Some(raw.span()),
+                "relay: one of fingerprint (pinned relay certificate) / ca is required",
+            ))
+        }
+        (Some(fp), None) => RelayTrust::Pinned(
+            parse_fingerprint(fp.get_ref())
+                .map_err(|e| ctx.invalid(Some(fp.span()), format!("relay.fingerprint: {e}")))?,
+        ),
+        (None, Some(ca)) => RelayTrust::Ca(ctx.file_path("relay.ca", ca)?),
+    };
+
+    Ok(RelayTarget {
+        address,
+        server_name,
+        trust,
+        latency: ctx.latency("relay.latency_ms", r.latency_ms.as_ref())?,
+    })
+}
+
+fn edge_input(ctx: &Ctx, raw: Option<&RawInput>) -> Result<InputConfig, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(InputConfig::Test {
+            rate_bps: DEFAULT_TEST_RATE_KBPS as u64 * 1000,
+        });
+    };
+    match raw.kind.unwrap_or(RawInputKind::Test) {
+        RawInputKind::Udp => {
+            if let Some(r) = &raw.rate_kbps {
+                return Err(ctx.invalid(
+                    Some(r.span()),
+                    "input.rate_kbps: only applies to kind = \"test\"",
+                ));
+            }
+            let listen = match &raw.listen {
+                None => DEFAULT_INPUT_LISTEN,
+                Some(l) => ctx.socket_addr("input.listen", l)?,
+            };
+            Ok(InputConfig::Udp { listen })
+        }
+        RawInputKind::Test => {
+            if let Some(l) = &raw.listen {
+                return Err(ctx.invalid(
+                    Some(l.span()),
+                    "input.listen: only applies to kind = \"udp\"",
+                ));
+            }
+            let kbps = match &raw.rate_kbps {
+                None => DEFAULT_TEST_RATE_KBPS,
+                Some(r) => ctx.int_in_range("input.rate_kbps", r, &TEST_RATE_KBPS_RANGE)?,
+            };
+            Ok(InputConfig::Test {
+                rate_bps: kbps as u64 * 1000,
+            })
+        }
+    }
+}
+
+fn edge_links(ctx: &Ctx, raw: &[Spanned<RawLink>]) -> Result<Vec<LinkConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ctx.invalid(None, "link: at least one [[link]] is required"));
+    }
+    if raw.len() > MAX_LINKS {
+        return Err(ctx.invalid(
+            Some(raw[MAX_LINKS].span()),
+            format!(
+                "link: at most {MAX_LINKS} [[link]] entries are allowed, got {}",
+                raw.len()
+            ),
+        ));
+    }
+    let mut links: Vec<LinkConfig> = Vec::with_capacity(raw.len());
+    // Span of each accepted link's name and bind value, for "first defined on line N".
+    let mut seen: Vec<(Range<usize>, Range<usize>)> = Vec::with_capacity(raw.len());
+    for item in raw {
+        let l = item.get_ref();
+        let name = ctx.name("link.name", &l.name)?;
+        let (bind, bind_span) = match (&l.interface, &l.bind) {
+            (Some(_), Some(b)) => {
+                return Err(ctx.invalid(
+                    Some(b.span()),
+                    format!("link {name:?}: give exactly one of interface / bind, not both"),
+                ))
+            }
+            (None, None) => {
+                return Err(ctx.invalid(
+                    Some(item.span()),
+                    format!("link {name:?}: one of interface / bind is required"),
+                ))
+            }
+            (Some(i), None) => {
+                if !is_valid_interface(i.get_ref()) {
+                    return Err(ctx.invalid(
+                        Some(i.span()),
+                        format!(
+                            "link.interface: not a valid interface name (1-15 characters, no '/', ':' or spaces): {:?}",
+                            i.get_ref()
+                        ),
+                    ));
+                }
+                (LinkBind::Interface(i.get_ref().clone()), i.span())
+            }
+            (None, Some(b)) => {
+                let ip: IpAddr = b.get_ref().parse().map_err(|_| {
+                    ctx.invalid(
+                        Some(b.span()),
+                        format!(
+                            "link.bind: expected a local IP address (no port), got {:?}",
+                            b.get_ref()
+                        ),
+                    )
+                })?;
+                if ip.is_unspecified() || ip.is_multicast() {
+                    return Err(ctx.invalid(
+                        Some(b.span()),
+                        format!("link.bind: must be a local unicast address, got {ip}"),
+                    ));
+                }
+                (LinkBind::Address(ip), b.span())
+            }
+        };
+        for (prev, (prev_name, prev_bind)) in links.iter().zip(&seen) {
+            if prev.name == name {
+                return Err(ctx.invalid(
+                    Some(l.name.span()),
+                    format!(
+                        "link.name: duplicate link name {name:?} (first defined on line {})",
+                        line_of(ctx.text, prev_name.start)
+                    ),
+                ));
+            }
+            if prev.bind == bind {
+                let what = match &bind {
+                    LinkBind::Interface(i) => format!("link.interface: interface {i:?}"),
+                    LinkBind::Address(a) => format!("link.bind: address {a}"),
+                };
+                return Err(ctx.invalid(
+                    Some(bind_span),
+                    format!(
+                        "{what} is already used by link {:?} (line {}); each link needs its own path",
+                        prev.name,
+                        line_of(ctx.text, prev_bind.start)
+                    ),
+                ));
+            }
+        }
+        seen.push((l.name.span(), bind_span));
+        links.push(LinkConfig {
+            name,
+            bind,
+            enabled: l.enabled.unwrap_or(true),
+        });
+    }
+    Ok(links)
+}
+
+/// Validates `relay.toml` text. `path_for_messages` is used in error messages
+/// and its directory to resolve relative paths.
+pub fn parse_relay(text: &str, path_for_messages: &Path) -> Result<RelayConfig, ConfigError> {
+    let ctx = Ctx::new(path_for_messages, text);
+    let raw: RawRelayFile = toml::from_str(text).map_err(|e| ctx.syntax(e, &["relay"]))?;
+
+    let listen = ctx.socket_addr("relay.listen", &raw.relay.listen)?;
+    let cert = ctx.file_path("relay.cert", &raw.relay.cert)?;
+    let key = ctx.file_path("relay.key", &raw.relay.key)?;
+    let latency = ctx.latency("relay.latency_ms", raw.relay.latency_ms.as_ref())?;
+    let stats_listen = match raw.stats.as_ref().and_then(|s| s.listen.as_ref()) {
+        None => DEFAULT_RELAY_STATS_LISTEN,
+        Some(l) => ctx.socket_addr("stats.listen", l)?,
+    };
+
+    let mut devices: Vec<DeviceEntry> = Vec::with_capacity(raw.device.len());
+    // (id span, fingerprint span) of accepted devices.
+    let mut seen: Vec<(Range<usize>, Range<usize>)> = Vec::with_capacity(raw.device.len());
+    for item in &raw.device {
+        let d = item.get_ref();
+        let id = ctx.name("device.id", &d.id)?;
+        let fingerprint = parse_fingerprint(d.fingerprint.get_ref()).map_err(|e| {
+            ctx.invalid(
+                Some(d.fingerprint.span()),
+                format!("device.fingerprint: {e}"),
+            )
+        })?;
+        for (prev, (prev_id, prev_fp)) in devices.iter().zip(&seen) {
+            if prev.id == id {
+                return Err(ctx.invalid(
+                    Some(d.id.span()),
+                    format!(
+                        "device.id: duplicate device id {id:?} (first defined on line {})",
+                        line_of(ctx.text, prev_id.start)
+                    ),
+                ));
+            }
+            if prev.fingerprint == fingerprint {
+                return Err(ctx.invalid(
+                    Some(d.fingerprint.span()),
+                    format!(
+                        "device.fingerprint: device {id:?} has the same fingerprint as device {:?} (line {})",
+                        prev.id,
+                        line_of(ctx.text, prev_fp.start)
+                    ),
+                ));
+            }
+        }
+        let device_latency = match &d.latency_ms {
+            None => latency,
+            Some(v) => ctx.latency("device.latency_ms", Some(v))?,
+        };
+        if d.output.is_empty() {
+            return Err(ctx.invalid(
+                Some(item.span()),
+                format!("device {id:?}: at least one [[device.output]] is required"),
+            ));
+        }
+        let mut outputs = Vec::with_capacity(d.output.len());
+        for o in &d.output {
+            outputs.push(match o.kind {
+                RawOutputKind::Udp => OutputConfig::Udp {
+                    address: ctx.socket_addr("device.output.address", &o.address)?,
+                },
+            });
+        }
+        seen.push((d.id.span(), d.fingerprint.span()));
+        devices.push(DeviceEntry {
+            id,
+            fingerprint,
+            latency: device_latency,
+            outputs,
+        });
+    }
+
+    Ok(RelayConfig {
+        listen,
+        cert,
+        key,
+        latency,
+        stats_listen,
+        devices,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FP_A: &str = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    const FP_B: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+
+    const EDGE: &str = r#"[device]
+id = "cam1"
+cert = "device.crt"
+key = "/abs/device.key"
+
+[relay]
+address = "relay.example.net:7000"
+fingerprint = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+latency_ms = 500
+
+[input]
+kind = "udp"
+
+[[link]]
+name = "modem0"
+interface = "wwan0"
+
+[[link]]
+name = "modem1"
+bind = "192.0.2.10"
+"#;
+
+    const RELAY: &str = r#"[relay]
+listen = "0.0.0.0:7000"
+cert = "relay.crt"
+key = "relay.key"
+
+[[device]]
+id = "cam1"
+fingerprint = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+[[device.output]]
+kind = "udp"
+address = "127.0.0.1:6000"
+
+[[device]]
+id = "cam2"
+fingerprint = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+latency_ms = 900
+[[device.output]]
+kind = "udp"
+address = "127.0.0.1:6010"
+"#;
+
+    /// `text` with `from` replaced by `to`; panics if `from` is not there exactly once.
+    fn edit(text: &str, from: &str, to: &str) -> String {
+        assert_eq!(text.matches(from).count(), 1, "{from:?} must occur once");
+        text.replacen(from, to, 1)
+    }
+
+    /// 1-based line of the `nth` (0-based) line equal to `line` after trimming.
+    fn line_no(text: &str, line: &str, nth: usize) -> usize {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| l.trim() == line)
+            .nth(nth)
+            .unwrap_or_else(|| panic!("line {line:?} #{nth} not in text"))
+            .0
+            + 1
+    }
+
+    fn edge_err(text: &str) -> ConfigError {
+        parse_edge(text, Path::new("edge.toml")).expect_err("expected an error")
+    }
+
+    fn relay_err(text: &str) -> ConfigError {
+        parse_relay(text, Path::new("relay.toml")).expect_err("expected an error")
+    }
+
+    fn example(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(name)
+    }
+
+    #[test]
+    fn example_edge_parses() {
+        let c = load_edge(&example("edge.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.device.id, "cam1");
+        assert_eq!(c.device.cert, PathBuf::from("/etc/braid/device.crt"));
+        assert_eq!(c.relay.address.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.relay.server_name, "braid-relay");
+        assert_eq!(
+            c.relay.trust,
+            RelayTrust::Pinned(parse_fingerprint(FP_A).unwrap())
+        );
+        assert_eq!(c.relay.latency, Duration::from_millis(500));
+        assert_eq!(
+            c.input,
+            InputConfig::Udp {
+                listen: "127.0.0.1:5000".parse().unwrap()
+            }
+        );
+        let names: Vec<&str> = c.links.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["modem0", "modem1", "lo-test"]);
+        assert_eq!(c.links[0].bind, LinkBind::Interface("wwan0".into()));
+        assert_eq!(
+            c.links[2].bind,
+            LinkBind::Address("127.0.0.11".parse().unwrap())
+        );
+        assert!(c.links[0].enabled && c.links[1].enabled && !c.links[2].enabled);
+        assert_eq!(c.stats_listen, Some("127.0.0.1:8081".parse().unwrap()));
+        assert_eq!(c.scheduler.duplicate_budget, 0.03);
+    }
+
+    #[test]
+    fn example_relay_parses() {
+        let c = load_relay(&example("relay.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.listen, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(c.cert, PathBuf::from("/etc/braid/relay.crt"));
+        assert_eq!(c.latency, Duration::from_millis(500));
+        assert_eq!(c.stats_listen, "127.0.0.1:9091".parse().unwrap());
+        assert_eq!(c.devices.len(), 2);
+        assert_eq!(c.devices[0].id, "cam1");
+        assert_eq!(c.devices[0].fingerprint, parse_fingerprint(FP_B).unwrap());
+        assert_eq!(c.devices[0].latency, Duration::from_millis(800));
+        assert_eq!(
+            c.devices[0].outputs,
+            [
+                OutputConfig::Udp {
+                    address: "127.0.0.1:6000".parse().unwrap()
+                },
+                OutputConfig::Udp {
+                    address: "127.0.0.1:6002".parse().unwrap()
+                }
+            ]
+        );
+        assert_eq!(c.devices[1].latency, Duration::from_millis(500));
+        assert_eq!(c.devices[1].outputs.len(), 1);
+    }
+
+    #[test]
+    fn base_texts_parse_with_defaults_and_resolved_paths() {
+        let c = parse_edge(EDGE, Path::new("/etc/braid/edge.toml")).unwrap();
+        assert_eq!(c.device.cert, PathBuf::from("/etc/braid/device.crt"));
+        assert_eq!(c.device.key, PathBuf::from("/abs/device.key"));
+        assert_eq!(
+            c.relay.address,
+            RelayAddress {
+                host: "relay.example.net".into(),
+                port: 7000
+            }
+        );
+        assert_eq!(c.relay.server_name, DEFAULT_SERVER_NAME);
+        assert_eq!(
+            c.input,
+            InputConfig::Udp {
+                listen: DEFAULT_INPUT_LISTEN
+            }
+        );
+        assert_eq!(c.stats_listen, Some(DEFAULT_EDGE_STATS_LISTEN));
+        assert_eq!(c.scheduler.duplicate_budget, DEFAULT_DUPLICATE_BUDGET);
+        assert!(c.links.iter().all(|l| l.enabled));
+
+        let r = parse_relay(RELAY, Path::new("conf/relay.toml")).unwrap();
+        assert_eq!(r.cert, PathBuf::from("conf/relay.crt"));
+        assert_eq!(r.latency, DEFAULT_LATENCY);
+        assert_eq!(r.stats_listen, DEFAULT_RELAY_STATS_LISTEN);
+        assert_eq!(r.devices[0].latency, DEFAULT_LATENCY);
+        assert_eq!(r.devices[1].latency, Duration::from_millis(900));
+        let fp = parse_fingerprint(FP_B).unwrap();
+        assert_eq!(
+            r.device_by_fingerprint(&fp).map(|d| d.id.as_str()),
+            Some("cam2")
+        );
+    }
+
+    #[test]
+    fn minimal_edge_uses_defaults() {
+        let text = edit(EDGE, "[input]\nkind = \"udp\"\n", "");
+        let text = edit(&text, "latency_ms = 500\n", "");
+        let c = parse_edge(&text, Path::new("edge.toml")).unwrap();
+        assert_eq!(
+            c.input,
+            InputConfig::Test {
+                rate_bps: 5_000_000
+            }
+        );
+        assert_eq!(c.relay.latency, Duration::from_millis(500));
+
+        let text = edit(EDGE, "kind = \"udp\"", "kind = \"test\"\nrate_kbps = 100");
+        let c = parse_edge(&text, Path::new("edge.toml")).unwrap();
+        assert_eq!(c.input, InputConfig::Test { rate_bps: 100_000 });
+
+        let text = format!("{EDGE}\n[scheduler]\nduplicate_budget = 0\n");
+        let c = parse_edge(&text, Path::new("edge.toml")).unwrap();
+        assert_eq!(c.scheduler.duplicate_budget, 0.0);
+
+        let text = format!("{EDGE}\n[stats]\nenabled = false\n");
+        assert_eq!(
+            parse_edge(&text, Path::new("edge.toml"))
+                .unwrap()
+                .stats_listen,
+            None
+        );
+        let text = format!("{EDGE}\n[stats]\nlisten = \"[::1]:9000\"\n");
+        assert_eq!(
+            parse_edge(&text, Path::new("edge.toml"))
+                .unwrap()
+                .stats_listen,
+            Some("[::1]:9000".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn unknown_key_points_at_its_line() {
+        let text = edit(EDGE, "id = \"cam1\"\n", "id = \"cam1\"\nbnid = \"x\"\n");
+        let e = edge_err(&text);
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e:?}");
+        assert_eq!(e.line(), Some(3));
+        assert_eq!(e.line(), Some(line_no(&text, "bnid = \"x\"", 0)));
+        assert!(
+            e.to_string().starts_with(
+                "edge.toml:3: unknown field `bnid`, expected one of `id`, `cert`, `key`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_table_points_at_its_line() {
+        let text = format!("{EDGE}\n[schedular]\nduplicate_budget = 0.1\n");
+        let e = edge_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "[schedular]", 0)));
+        assert!(e.reason().contains("unknown field `schedular`"), "{e}");
+    }
+
+    #[test]
+    fn bad_latency_gives_line_and_reason() {
+        let text = edit(EDGE, "latency_ms = 500", "latency_ms = 20");
+        let e = edge_err(&text);
+        assert!(matches!(e, ConfigError::Invalid { .. }), "{e:?}");
+        assert_eq!(e.line(), Some(9));
+        assert_eq!(
+            e.to_string(),
+            "edge.toml:9: relay.latency_ms: must be between 50 and 10000, got 20"
+        );
+
+        let text = edit(RELAY, "latency_ms = 900", "latency_ms = 10001");
+        let e = relay_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "latency_ms = 10001", 0)));
+        assert_eq!(
+            e.reason(),
+            "device.latency_ms: must be between 50 and 10000, got 10001"
+        );
+    }
+
+    #[test]
+    fn wrong_type_gives_line() {
+        let text = edit(EDGE, "latency_ms = 500", "latency_ms = \"fast\"");
+        let e = edge_err(&text);
+        assert_eq!(e.line(), Some(9));
+        assert!(e.reason().contains("invalid type: string \"fast\""), "{e}");
+
+        let text = edit(RELAY, "cert = \"relay.crt\"", "cert = 5");
+        let e = relay_err(&text);
+        assert_eq!(e.line(), Some(3));
+        assert!(e.reason().contains("invalid type: integer `5`"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_gives_line() {
+        let text = edit(EDGE, "name = \"modem1\"", "name = modem1");
+        let e = edge_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "name = modem1", 0)));
+    }
+
+    #[test]
+    fn missing_required_field_points_at_table() {
+        let text = edit(EDGE, "key = \"/abs/device.key\"\n", "");
+        let e = edge_err(&text);
+        assert_eq!(e.line(), Some(1));
+        assert_eq!(
+            e.to_string(),
+            "edge.toml:1: missing field `key` in [device]"
+        );
+
+        let text = edit(RELAY, "address = \"127.0.0.1:6010\"\n", "");
+        let e = relay_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "[[device.output]]", 1)));
+        assert!(e.reason().starts_with("missing field `address`"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_table() {
+        let start = EDGE.find("[relay]").unwrap();
+        let end = EDGE.find("[input]").unwrap();
+        let text = format!("{}{}", &EDGE[..start], &EDGE[end..]);
+        let e = edge_err(&text);
+        assert_eq!(e.line(), None, "{e}");
+        assert_eq!(e.to_string(), "edge.toml: missing field `relay`");
+    }
+
+    #[test]
+    fn interface_and_bind_is_an_error_at_that_link() {
+        let text = edit(
+            EDGE,
+            "name = \"modem1\"\n",
+            "name = \"modem1\"\ninterface = \"wwan1\"\n",
+        );
+        let e = edge_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "bind = \"192.0.2.10\"", 0)));
+        assert_eq!(
+            e.reason(),
+            "link \"modem1\": give exactly one of interface / bind, not both"
+        );
+    }
+
+    #[test]
+    fn neither_interface_nor_bind_points_at_link_header() {
+        let text = edit(EDGE, "bind = \"192.0.2.10\"\n", "");
+        let e = edge_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "[[link]]", 1)));
+        assert!(
+            e.reason().contains("one of interface / bind is required"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn duplicate_link_names() {
+        let text = edit(EDGE, "name = \"modem1\"", "name = \"modem0\"");
+        let e = edge_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "name = \"modem0\"", 1)));
+        assert_eq!(
+            e.reason(),
+            format!(
+                "link.name: duplicate link name \"modem0\" (first defined on line {})",
+                line_no(&text, "name = \"modem0\"", 0)
+            )
+        );
+    }
+
+    #[test]
+    fn duplicate_link_path() {
+        let text = edit(EDGE, "bind = \"192.0.2.10\"", "interface = \"wwan0\"");
+        let e = edge_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "interface = \"wwan0\"", 1)));
+        assert!(
+            e.reason()
+                .starts_with("link.interface: interface \"wwan0\" is already used"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn link_count_limits() {
+        let start = EDGE.find("[[link]]").unwrap();
+        let e = edge_err(&EDGE[..start]);
+        assert_eq!(e.line(), None);
+        assert_eq!(
+            e.to_string(),
+            "edge.toml: link: at least one [[link]] is required"
+        );
+
+        let mut text = EDGE[..start].to_string();
+        for i in 0..=MAX_LINKS {
+            text.push_str(&format!(
+                "[[link]]\nname = \"l{i}\"\nbind = \"127.0.0.{}\"\n",
+                i + 1
+            ));
+        }
+        let e = edge_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "[[link]]", MAX_LINKS)));
+        assert!(e.reason().contains("at most 8"), "{e}");
+        text.truncate(text.rfind("[[link]]").unwrap());
+        assert_eq!(
+            parse_edge(&text, Path::new("e")).unwrap().links.len(),
+            MAX_LINKS
+        );
+    }
+
+    #[test]
+    fn bad_values_point_at_their_line() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("id = \"cam1\"", "id = \"cam 1\"", "device.id: must be 1 to 64 characters"),
+            ("cert = \"device.crt\"", "cert = \"\"", "device.cert: must not be empty"),
+            ("address = \"relay.example.net:7000\"", "address = \"relay.example.net\"", "relay.address: expected HOST:PORT"),
+            ("address = \"relay.example.net:7000\"", "address = \"bad_host:7000\"", "relay.address: host must be"),
+            ("address = \"relay.example.net:7000\"", "address = \"::1:7000\"", "relay.address: expected HOST:PORT with IPv6"),
+            ("fingerprint = \"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"", "fingerprint = \"sha256:9f86\"", "relay.fingerprint: expected sha256:"),
+            ("kind = \"udp\"", "kind = \"udp\"\nlisten = \"localhost:5000\"", "input.listen: expected IP:PORT"),
+            ("kind = \"udp\"", "kind = \"udp\"\nrate_kbps = 1000", "input.rate_kbps: only applies to kind = \"test\""),
+            ("kind = \"udp\"", "kind = \"test\"\nrate_kbps = 99", "input.rate_kbps: must be between 100 and 100000, got 99"),
+            ("kind = \"udp\"", "kind = \"tcp\"", "unknown variant `tcp`, expected `udp` or `test`"),
+            ("interface = \"wwan0\"", "interface = \"wwan0/x\"", "link.interface: not a valid interface name"),
+            ("bind = \"192.0.2.10\"", "bind = \"192.0.2.10:5000\"", "link.bind: expected a local IP address"),
+            ("bind = \"192.0.2.10\"", "bind = \"0.0.0.0\"", "link.bind: must be a local unicast address"),
+        ];
+        for (from, to, reason) in cases {
+            let text = edit(EDGE, from, to);
+            let e = edge_err(&text);
+            let bad_line = to.lines().last().unwrap();
+            assert_eq!(e.line(), Some(line_no(&text, bad_line, 0)), "{to}: {e}");
+            assert!(e.reason().starts_with(reason), "{to}: got {e}");
+        }
+        let text = format!("{EDGE}[scheduler]\nduplicate_budget = 0.6\n");
+        let e = edge_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "duplicate_budget = 0.6", 0)));
+        assert_eq!(
+            e.reason(),
+            "scheduler.duplicate_budget: must be between 0 and 0.5, got 0.6"
+        );
+    }
+
+    #[test]
+    fn trust_needs_exactly_one_of_fingerprint_and_ca() {
+        let text = edit(EDGE, "latency_ms = 500", "ca = \"ca.pem\"");
+        let e = edge_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "ca = \"ca.pem\"", 0)));
+        assert!(
+            e.reason().contains("exactly one of fingerprint / ca"),
+            "{e}"
+        );
+
+        let text = edit(
+            EDGE,
+            &format!("fingerprint = \"{FP_A}\"\n"),
+            "ca = \"ca.pem\"\n",
+        );
+        let c = parse_edge(&text, Path::new("/x/edge.toml")).unwrap();
+        assert_eq!(c.relay.trust, RelayTrust::Ca(PathBuf::from("/x/ca.pem")));
+
+        let text = edit(EDGE, &format!("fingerprint = \"{FP_A}\"\n"), "");
+        let e = edge_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "[relay]", 0)));
+        assert!(e.reason().contains("one of fingerprint"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_device_fingerprint() {
+        // Same fingerprint, written differently: compared as bytes.
+        let upper_colons = parse_fingerprint(FP_A)
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let text = edit(RELAY, FP_B, &upper_colons);
+        let e = relay_err(&text);
+        assert_eq!(
+            e.line(),
+            Some(line_no(
+                &text,
+                &format!("fingerprint = \"{upper_colons}\""),
+                0
+            ))
+        );
+        assert_eq!(
+            e.reason(),
+            "device.fingerprint: device \"cam2\" has the same fingerprint as device \"cam1\" (line 8)"
+        );
+    }
+
+    #[test]
+    fn duplicate_device_id() {
+        let text = edit(RELAY, "id = \"cam2\"", "id = \"cam1\"");
+        let e = relay_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "id = \"cam1\"", 1)));
+        assert!(
+            e.reason()
+                .starts_with("device.id: duplicate device id \"cam1\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn relay_bad_values() {
+        let text = edit(
+            RELAY,
+            "kind = \"udp\"\naddress = \"127.0.0.1:6010\"",
+            "kind = \"srt\"\naddress = \"127.0.0.1:6010\"",
+        );
+        let e = relay_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "kind = \"srt\"", 0)));
+        assert!(e.reason().contains("unknown variant `srt`"), "{e}");
+
+        let text = edit(RELAY, "listen = \"0.0.0.0:7000\"", "listen = \"0.0.0.0\"");
+        let e = relay_err(&text);
+        assert_eq!(e.line(), Some(2));
+        assert!(
+            e.reason().starts_with("relay.listen: expected IP:PORT"),
+            "{e}"
+        );
+
+        let text = edit(
+            RELAY,
+            "[[device.output]]\nkind = \"udp\"\naddress = \"127.0.0.1:6010\"\n",
+            "",
+        );
+        let e = relay_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "[[device]]", 1)));
+        assert_eq!(
+            e.reason(),
+            "device \"cam2\": at least one [[device.output]] is required"
+        );
+
+        let text = format!("{RELAY}\n[stats]\nport = 1\n");
+        let e = relay_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "port = 1", 0)));
+    }
+
+    #[test]
+    fn missing_file_mentions_path() {
+        let path = Path::new("/nonexistent-braid-dir/edge.toml");
+        let e = load_edge(path).expect_err("no such file");
+        assert!(matches!(e, ConfigError::Read { .. }), "{e:?}");
+        assert_eq!(e.line(), None);
+        assert_eq!(e.path(), path);
+        assert_eq!(
+            e.to_string(),
+            "/nonexistent-braid-dir/edge.toml: cannot read: No such file or directory"
+        );
+        let e = load_relay(Path::new("/nonexistent-braid-dir/relay.toml")).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("/nonexistent-braid-dir/relay.toml: cannot read"));
+    }
+
+    #[test]
+    fn relay_address_forms() {
+        for (s, host, port, shown) in [
+            (
+                "relay.example.net:7000",
+                "relay.example.net",
+                7000,
+                "relay.example.net:7000",
+            ),
+            ("10.0.0.1:443", "10.0.0.1", 443, "10.0.0.1:443"),
+            (
+                "[2001:db8::1]:7000",
+                "2001:db8::1",
+                7000,
+                "[2001:db8::1]:7000",
+            ),
+            ("localhost:1", "localhost", 1, "localhost:1"),
+        ] {
+            let a: RelayAddress = s.parse().unwrap();
+            assert_eq!((a.host.as_str(), a.port), (host, port));
+            assert_eq!(a.to_string(), shown);
+            assert_eq!(a.to_string().parse::<RelayAddress>().unwrap(), a);
+        }
+        assert_eq!(
+            "[::1]:7".parse::<RelayAddress>().unwrap().ip(),
+            Some("::1".parse().unwrap())
+        );
+        assert_eq!("a.b:7".parse::<RelayAddress>().unwrap().ip(), None);
+        for bad in [
+            "",
+            "host",
+            "host:0",
+            "host:65536",
+            ":7000",
+            "a..b:1",
+            "-a:1",
+            "[::1:7000",
+            "a b:1",
+        ] {
+            assert!(bad.parse::<RelayAddress>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn fingerprint_forms() {
+        let fp = parse_fingerprint(FP_A).unwrap();
+        assert_eq!(fp[0], 0x9f);
+        assert_eq!(fp[31], 0x08);
+        assert_eq!(format_fingerprint(&fp), FP_A);
+        assert_eq!(parse_fingerprint(&FP_A.to_uppercase()).unwrap(), fp);
+        assert_eq!(parse_fingerprint(&FP_A[7..]).unwrap(), fp);
+        let colons = fp
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(parse_fingerprint(&colons).unwrap(), fp);
+        assert_eq!(parse_fingerprint(&format!("SHA256:{colons}")).unwrap(), fp);
+        for bad in [
+            "",
+            "sha256:",
+            &FP_A[..FP_A.len() - 1],
+            &format!("{FP_A}0"),
+            &FP_A.replace('9', "g"),
+            &format!("sha1:{}", &FP_A[7..]),
+            &format!("{}:{}", &FP_A[7..9], &FP_A[9..]),
+            &colons.replacen(':', "", 1),
+            &format!("{colons}:"),
+        ] {
+            assert!(parse_fingerprint(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn fingerprint_round_trip(bytes in proptest::array::uniform32(any::<u8>())) {
+            let s = format_fingerprint(&bytes);
+            prop_assert!(s.starts_with("sha256:"));
+            prop_assert_eq!(s.len(), 7 + 64);
+            prop_assert_eq!(&s, &s.to_lowercase());
+            prop_assert_eq!(parse_fingerprint(&s).unwrap(), bytes);
+            let colons = bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
+            prop_assert_eq!(parse_fingerprint(&colons).unwrap(), bytes);
+        }
+
+        #[test]
+        fn fingerprint_parse_never_panics(s in "\\PC{0,100}") {
+            let _ = parse_fingerprint(&s);
+        }
+    }
+
+    /// Every key of both schemas, as `table.key` paths (`[[device.output]]`
+    /// keys as `device.output.key`). Keep in sync with the raw structs; the
+    /// tests below check docs/config.md and the examples against it.
+    const EDGE_KEYS: &[&str] = &[
+        "device.id",
+        "device.cert",
+        "device.key",
+        "relay.address",
+        "relay.server_name",
+        "relay.fingerprint",
+        "relay.ca",
+        "relay.latency_ms",
+        "input.kind",
+        "input.listen",
+        "input.rate_kbps",
+        "link.name",
+        "link.interface",
+        "link.bind",
+        "link.enabled",
+        "stats.enabled",
+        "stats.listen",
+        "scheduler.duplicate_budget",
+    ];
+    const RELAY_KEYS: &[&str] = &[
+        "relay.listen",
+        "relay.cert",
+        "relay.key",
+        "relay.latency_ms",
+        "stats.listen",
+        "device.id",
+        "device.fingerprint",
+        "device.latency_ms",
+        "device.output.kind",
+        "device.output.address",
+    ];
+
+    fn read_repo_file(rel: &str) -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    /// Section of docs/config.md from `## heading` to the next `## `.
+    fn doc_section<'a>(doc: &'a str, heading: &str) -> &'a str {
+        let start = doc
+            .find(&format!("\n## {heading}\n"))
+            .unwrap_or_else(|| panic!("docs/config.md has no '## {heading}'"));
+        let rest = &doc[start + 1..];
+        let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
+        &rest[..end]
+    }
+
+    #[test]
+    fn docs_document_every_key() {
+        let doc = read_repo_file("docs/config.md");
+        for (heading, keys) in [("edge.toml", EDGE_KEYS), ("relay.toml", RELAY_KEYS)] {
+            let section = doc_section(&doc, heading);
+            for key in keys {
+                assert!(
+                    section.contains(&format!("| `{key}` |")),
+                    "docs/config.md section {heading} has no table row for `{key}`"
+                );
+            }
+        }
+        assert!(
+            doc.contains("FILE:LINE: reason"),
+            "error format not documented"
+        );
+    }
+
+    /// Collects `a.b` key paths of a parsed TOML document (arrays of tables
+    /// contribute their element keys under the array's name).
+    fn key_paths(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+        for (k, v) in table {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(t) => key_paths(&path, t, out),
+                toml::Value::Array(items)
+                    if items.iter().all(|i| i.is_table()) && !items.is_empty() =>
+                {
+                    for i in items {
+                        key_paths(&path, i.as_table().unwrap(), out);
+                    }
+                }
+                _ => out.push(path),
+            }
+        }
+    }
+
+    #[test]
+    fn key_list_matches_examples() {
+        for (file, keys) in [
+            ("examples/edge.toml", EDGE_KEYS),
+            ("examples/relay.toml", RELAY_KEYS),
+        ] {
+            let text = read_repo_file(file);
+            let table: toml::Table = text.parse().unwrap();
+            let mut used = Vec::new();
+            key_paths("", &table, &mut used);
+            // Keys set in the example are in the list (so the list is not stale) ...
+            for k in &used {
+                assert!(
+                    keys.contains(&k.as_str()),
+                    "{file}: key {k} missing from key list"
+                );
+            }
+            // ... and every key of the list is at least mentioned in the example.
+            for k in keys.iter() {
+                let leaf = k.rsplit('.').next().unwrap();
+                assert!(
+                    text.contains(&format!("{leaf} = ")),
+                    "{file} does not mention {k}"
+                );
+            }
+        }
+    }
+
+    /// Field names the parser expects in the table whose header line is
+    /// `header` (first occurrence), read from its "unknown field" error.
+    fn expected_fields(text: &str, header: &str, parse: fn(&str) -> ConfigError) -> Vec<String> {
+        let probe = if header.is_empty() {
+            format!("zz_unknown = 1\n{text}")
+        } else {
+            let h = format!("{header}\n");
+            assert!(text.contains(&h), "{header} not in text");
+            text.replacen(&h, &format!("{h}zz_unknown = 1\n"), 1)
+        };
+        let reason = parse(&probe).reason();
+        let list = reason
+            .strip_prefix("unknown field `zz_unknown`, expected ")
+            .unwrap_or_else(|| panic!("{header}: unexpected error {reason}"));
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn key_list_matches_parser() {
+        let edge = format!("{EDGE}[stats]\nenabled = true\n[scheduler]\n");
+        let mut tables = expected_fields(&edge, "", edge_err);
+        tables.sort();
+        assert_eq!(
+            tables,
+            ["device", "input", "link", "relay", "scheduler", "stats"]
+        );
+        let mut from_parser: Vec<String> = [
+            "[device]",
+            "[relay]",
+            "[input]",
+            "[[link]]",
+            "[stats]",
+            "[scheduler]",
+        ]
+        .iter()
+        .flat_map(|h| {
+            let t = h.trim_matches(['[', ']']);
+            expected_fields(&edge, h, edge_err)
+                .into_iter()
+                .map(move |f| format!("{t}.{f}"))
+        })
+        .collect();
+        from_parser.sort();
+        let mut listed: Vec<String> = EDGE_KEYS.iter().map(|k| k.to_string()).collect();
+        listed.sort();
+        assert_eq!(from_parser, listed);
+
+        let relay = format!("{RELAY}[stats]\n");
+        let mut tables = expected_fields(&relay, "", relay_err);
+        tables.sort();
+        assert_eq!(tables, ["device", "relay", "stats"]);
+        let mut from_parser: Vec<String> =
+            ["[relay]", "[stats]", "[[device]]", "[[device.output]]"]
+                .iter()
+                .flat_map(|h| {
+                    let t = h.trim_matches(['[', ']']);
+                    expected_fields(&relay, h, relay_err)
+                        .into_iter()
+                        .filter(|f| f != "output")
+                        .map(move |f| format!("{t}.{f}"))
+                })
+                .collect();
+        from_parser.sort();
+        let mut listed: Vec<String> = RELAY_KEYS.iter().map(|k| k.to_string()).collect();
+        listed.sort();
+        assert_eq!(from_parser, listed);
+    }
+}
