@@ -406,6 +406,58 @@ mod tests {
         client.close(0u32.into(), b"done");
     }
 
+    /// Presents a client certificate with a mismatched key (bypassing rustls' own
+    /// key/cert consistency check).
+    #[derive(Debug)]
+    struct StolenCert(Arc<rustls::sign::CertifiedKey>);
+    impl rustls::client::ResolvesClientCert for StolenCert {
+        fn resolve(
+            &self,
+            _hints: &[&[u8]],
+            _schemes: &[rustls::SignatureScheme],
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+        fn has_certs(&self) -> bool {
+            true
+        }
+    }
+
+    /// An allowed device's certificate is public; presenting it without its private
+    /// key must fail: the relay verifies the CertificateVerify signature.
+    #[tokio::test]
+    async fn stolen_certificate_without_key_fails() {
+        let dir = TempDir::new("stolen");
+        let (relay_fp, relay_id) = ident(&dir.0, "relay");
+        let (dev_fp, dev_id) = ident(&dir.0, "victim");
+        let (_, thief_id) = ident(&dir.0, "thief");
+        let r = relay(relay_id);
+        r.allow.write().unwrap().insert(dev_fp, "victim".into());
+
+        let provider = tls::crypto_provider();
+        let thief_key = provider.key_provider.load_private_key(thief_id.1).unwrap();
+        let forged = rustls::sign::CertifiedKey::new(dev_id.0, thief_key);
+        let mut tls_cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(tls::PinnedServerVerifier::new(relay_fp))
+            .with_client_cert_resolver(Arc::new(StolenCert(Arc::new(forged))));
+        tls_cfg.alpn_protocols = vec![ALPN.to_vec()];
+        let mut cfg =
+            quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls_cfg).unwrap()));
+        cfg.transport_config(Arc::new(transport_config()));
+        let c = endpoint_on(localhost(), None).unwrap();
+
+        let connecting = c.connect_with(cfg, r.addr, "relay").unwrap();
+        let (server, client) = tokio::join!(accept(&r), assert_client_fails(connecting));
+        assert!(
+            server.is_err(),
+            "relay must reject a certificate without its key"
+        );
+        println!("client sees: {client:?}");
+    }
+
     /// `RelayTrust::Ca`: relay certificate issued by a private CA, validated with the
     /// normal WebPKI rules (name must match).
     #[tokio::test]
