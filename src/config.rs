@@ -404,14 +404,8 @@ pub struct RelayTarget {
     pub latency: Duration,
 }
 
-/// How the edge verifies the relay certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RelayTrust {
-    /// SHA-256 of the relay certificate (DER) must match exactly.
-    Pinned([u8; 32]),
-    /// The relay certificate must chain to this PEM CA certificate.
-    Ca(PathBuf),
-}
+/// How the edge verifies the relay certificate (one type, shared with the TLS code).
+pub use crate::transport::tls::RelayTrust;
 
 /// A relay address: a host (DNS name or IP literal, IPv6 without brackets)
 /// and a port. Resolution of DNS names happens at connect time, not here.
@@ -502,14 +496,8 @@ pub struct LinkConfig {
     pub enabled: bool,
 }
 
-/// How a link's socket is tied to one uplink.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkBind {
-    /// `SO_BINDTODEVICE` to this interface name.
-    Interface(String),
-    /// Bind to this local source address.
-    Address(IpAddr),
-}
+/// How a link's socket is tied to one uplink (one type, shared with the socket code).
+pub use crate::transport::socket::LinkBind;
 
 /// `[scheduler]` of `edge.toml`.
 #[derive(Debug, Clone, PartialEq)]

@@ -82,27 +82,14 @@ pub fn fingerprint(der: &[u8]) -> Fingerprint {
     Sha256::digest(der).into()
 }
 
-/// `sha256:` followed by 64 lowercase hex digits.
+/// `sha256:` followed by 64 lowercase hex digits (one implementation, in `config`).
 pub fn format_fingerprint(fp: &Fingerprint) -> String {
-    format!("sha256:{}", hex::encode(fp))
+    crate::config::format_fingerprint(fp)
 }
 
-/// Inverse of [`format_fingerprint`]. The `sha256:` prefix is optional; hex digits may be
-/// upper or lower case and may be separated by `:` (as `openssl x509 -fingerprint` prints).
+/// Inverse of [`format_fingerprint`]; see [`crate::config::parse_fingerprint`].
 pub fn parse_fingerprint(s: &str) -> Result<Fingerprint> {
-    let t = s.trim();
-    let t = t
-        .strip_prefix("sha256:")
-        .or_else(|| t.strip_prefix("SHA256:"))
-        .unwrap_or(t);
-    let digits: String = t.chars().filter(|c| *c != ':').collect();
-    let bytes = hex::decode(&digits).with_context(|| format!("fingerprint {s:?}: not hex"))?;
-    bytes.try_into().map_err(|b: Vec<u8>| {
-        anyhow!(
-            "fingerprint {s:?}: expected 32 bytes (64 hex digits), got {}",
-            b.len()
-        )
-    })
+    crate::config::parse_fingerprint(s).map_err(|e| anyhow!(e))
 }
 
 /// A new self-signed ECDSA P-256 certificate for `name` (used as CN and DNS SAN).
