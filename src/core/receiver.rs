@@ -301,7 +301,8 @@ impl Receiver {
 
     fn release_at(&self, send_time_us: u64) -> Instant {
         let offset = self.offset_us.unwrap_or(0);
-        let t = send_time_us as i64 + offset - self.min_owd_us() + self.cfg.latency.as_micros() as i64;
+        let t =
+            send_time_us as i64 + offset - self.min_owd_us() + self.cfg.latency.as_micros() as i64;
         self.epoch + Duration::from_micros(t.max(0) as u64)
     }
 
@@ -311,7 +312,12 @@ impl Receiver {
     }
 
     /// One datagram received on `link`.
-    pub fn handle_datagram(&mut self, now: Instant, link: LinkId, data: &Bytes) -> Result<(), Refused> {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        data: &Bytes,
+    ) -> Result<(), Refused> {
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += data.len() as u64;
         let d = match wire::decode(data) {
@@ -511,7 +517,10 @@ impl Receiver {
         }
         for l in &self.links {
             if l.unreported {
-                consider(l.last_report.map_or(self.epoch, |r| r + self.cfg.report_interval));
+                consider(
+                    l.last_report
+                        .map_or(self.epoch, |r| r + self.cfg.report_interval),
+                );
             }
         }
         for m in self.missing.values() {
@@ -612,14 +621,18 @@ mod tests {
         let mut rx = Receiver::new(cfg, t0);
         let ms = Duration::from_millis;
         // seq 0 at t=0 (transit 30 ms), seq 2 before seq 1, seq 3 never arrives.
-        rx.handle_datagram(t0 + ms(30), 0, &media(9, 0, 0, 0)).unwrap();
-        rx.handle_datagram(t0 + ms(50), 0, &media(9, 2, 1, 20_000)).unwrap();
-        rx.handle_datagram(t0 + ms(60), 1, &media(9, 1, 0, 10_000)).unwrap();
+        rx.handle_datagram(t0 + ms(30), 0, &media(9, 0, 0, 0))
+            .unwrap();
+        rx.handle_datagram(t0 + ms(50), 0, &media(9, 2, 1, 20_000))
+            .unwrap();
+        rx.handle_datagram(t0 + ms(60), 1, &media(9, 1, 0, 10_000))
+            .unwrap();
         assert_eq!(
             rx.handle_datagram(t0 + ms(61), 1, &media(9, 1, 1, 10_000)),
             Err(Refused::Duplicate)
         );
-        rx.handle_datagram(t0 + ms(75), 0, &media(9, 4, 2, 40_000)).unwrap();
+        rx.handle_datagram(t0 + ms(75), 0, &media(9, 4, 2, 40_000))
+            .unwrap();
         assert_eq!(
             rx.handle_datagram(t0 + ms(75), 0, &media(8, 5, 3, 40_000)),
             Err(Refused::WrongSession)
@@ -630,7 +643,9 @@ mod tests {
         rx.handle_timeout(t0 + ms(230));
         assert_eq!(rx.poll_output().unwrap().seq, 0);
         rx.handle_timeout(t0 + ms(270));
-        let seqs: Vec<u64> = std::iter::from_fn(|| rx.poll_output()).map(|r| r.seq).collect();
+        let seqs: Vec<u64> = std::iter::from_fn(|| rx.poll_output())
+            .map(|r| r.seq)
+            .collect();
         assert_eq!(seqs, vec![1, 2, 4]);
         let s = rx.stats();
         assert_eq!((s.lost, s.duplicates, s.wrong_session), (1, 1, 1));
@@ -655,10 +670,13 @@ mod tests {
         );
         let ms = Duration::from_millis;
         rx.handle_datagram(t0, 0, &media(1, 0, 0, 0)).unwrap();
-        rx.handle_datagram(t0 + ms(1), 0, &media(1, 3, 1, 1000)).unwrap();
+        rx.handle_datagram(t0 + ms(1), 0, &media(1, 3, 1, 1000))
+            .unwrap();
         rx.handle_timeout(t0 + ms(10));
         let fb: Vec<_> = std::iter::from_fn(|| rx.poll_feedback()).collect();
-        assert!(fb.iter().all(|(_, d)| matches!(wire::decode(d), Ok(Datagram::Report(_)))));
+        assert!(fb
+            .iter()
+            .all(|(_, d)| matches!(wire::decode(d), Ok(Datagram::Report(_)))));
         rx.handle_timeout(t0 + ms(25));
         let nacks: Vec<Nack> = std::iter::from_fn(|| rx.poll_feedback())
             .filter_map(|(_, d)| match wire::decode(&d) {
@@ -669,8 +687,10 @@ mod tests {
         assert_eq!(nacks.len(), 1);
         assert_eq!(nacks[0].ranges, vec![(1, 2)]);
         rx.handle_timeout(t0 + ms(30));
-        assert!(std::iter::from_fn(|| rx.poll_feedback()).all(|(_, d)| !matches!(wire::decode(&d), Ok(Datagram::Nack(_)))));
-        rx.handle_datagram(t0 + ms(40), 0, &media(1, 1, 2, 100)).unwrap();
+        assert!(std::iter::from_fn(|| rx.poll_feedback())
+            .all(|(_, d)| !matches!(wire::decode(&d), Ok(Datagram::Nack(_)))));
+        rx.handle_datagram(t0 + ms(40), 0, &media(1, 1, 2, 100))
+            .unwrap();
         rx.handle_timeout(t0 + ms(66));
         let nacks: Vec<Nack> = std::iter::from_fn(|| rx.poll_feedback())
             .filter_map(|(_, d)| match wire::decode(&d) {

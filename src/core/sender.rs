@@ -28,6 +28,15 @@ use bytes::Bytes;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+/// Why no link can take a packet now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blocked {
+    /// Some link could deliver it in time but has no window space: wait.
+    Window,
+    /// No up link can deliver it in time.
+    Late,
+}
+
 /// Index of a link in this session (0..=255), stable while the link exists.
 pub type LinkId = u8;
 
@@ -63,12 +72,12 @@ impl Default for SenderConfig {
             latency: Duration::from_millis(500),
             duplicate_budget: 0.03,
             queue_share: 0.5,
-            rate_window: Duration::from_millis(400),
+            rate_window: Duration::from_millis(100),
             failover_rtts: 3,
             failover_min: Duration::from_millis(250),
             probe_interval: Duration::from_millis(100),
             probes_to_recover: 3,
-            nack_slack: Duration::from_millis(15),
+            nack_slack: Duration::from_millis(40),
         }
     }
 }
@@ -199,6 +208,10 @@ const INITIAL_RTT: Duration = Duration::from_millis(100);
 const PACKET_THRESHOLD: u32 = 3;
 /// Min-RTT filter window (as BBR's min_rtt window).
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// Floor of the rate estimate, 250 kbit/s: below this a cellular link that still
+/// answers is fading, and the estimate must stay high enough to find out when it
+/// comes back (every sample is bounded by what we dared to send).
+const MIN_RATE: f64 = 31_250.0;
 /// Smallest in-flight allowance in bytes, so a link can always probe its capacity.
 const MIN_WINDOW: usize = 4 * 1400;
 
@@ -238,6 +251,12 @@ impl Link {
     /// Expected one-way delay for `extra` more bytes sent now.
     fn expected_delay(&self, extra: usize) -> Duration {
         let half = self.min_rtt() / 2;
+        if self.inflight.is_empty() {
+            // An idle link is taken at face value: this keeps one packet per RTT on
+            // every up link, so a rate estimate that collapsed during a fade gets new
+            // samples and recovers instead of locking the link out for good.
+            return half;
+        }
         let drain = (self.inflight_bytes + extra) as f64 / self.rate.max(1.0);
         // Bytes that are in the pipe (not queued) do not delay us: subtract one RTT of
         // delivery (bytes propagating forward, and acked bytes whose report is on its way).
@@ -285,7 +304,7 @@ impl Link {
             .iter()
             .map(|s| s.1)
             .fold(0.0, f64::max)
-            .max(MIN_WINDOW as f64);
+            .max(MIN_RATE);
     }
 
     fn window(&self, cfg: &SenderConfig) -> usize {
@@ -498,7 +517,10 @@ impl Sender {
             link.on_rtt(now, rtt);
         }
         for (sample, app_limited) in rate_samples {
-            link.on_rate_sample(now, sample, app_limited, window);
+            // The max filter spans several reports and RTTs, or it only ever sees the
+            // last burst and can talk itself down to nothing.
+            let w = window;
+            link.on_rate_sample(now, sample, app_limited, w);
         }
         if link.state == LinkState::Down && probe_acked {
             link.probe_acks += 1;
@@ -656,21 +678,36 @@ impl Sender {
         self.events.pop_front()
     }
 
-    fn pick_link(&self, size: usize, deadline: Instant, now: Instant) -> Option<usize> {
+    /// The usable link on which a packet of `size` bytes is expected to arrive
+    /// earliest, among those with window space; `Err(Late)` when no up link could
+    /// deliver it by `deadline` even with space (drop it: waiting only makes it
+    /// later, and it would hold back younger packets that can still make it).
+    fn pick_link(&self, size: usize, deadline: Instant, now: Instant) -> Result<usize, Blocked> {
         let mut best: Option<(Duration, usize)> = None;
+        let mut in_time = false;
         for (i, l) in self.links.iter().enumerate() {
-            if l.state != LinkState::Up || l.inflight_bytes + size > l.window(&self.cfg) {
+            if l.state != LinkState::Up {
                 continue;
             }
             let d = l.expected_delay(size);
             if now + d > deadline {
                 continue;
             }
+            in_time = true;
+            if l.inflight_bytes + size > l.window(&self.cfg) {
+                continue;
+            }
             if best.is_none_or(|(bd, _)| d < bd) {
                 best = Some((d, i));
             }
         }
-        best.map(|b| b.1)
+        match best {
+            Some((_, i)) => Ok(i),
+            None if in_time || self.links.iter().all(|l| l.state != LinkState::Up) => {
+                Err(Blocked::Window)
+            }
+            None => Err(Blocked::Late),
+        }
     }
 
     fn send_on(&mut self, now: Instant, li: usize, seq: Option<u64>, data: Bytes) -> Transmit {
@@ -740,15 +777,22 @@ impl Sender {
                 self.stats.expired_unrepaired += 1;
                 continue;
             }
-            let li = self.pick_link(size, deadline, now)?;
+            let li = match self.pick_link(size, deadline, now) {
+                Ok(li) => li,
+                Err(Blocked::Window) => break,
+                Err(Blocked::Late) => {
+                    self.resend.pop_front();
+                    if let Some(p) = self.packet_mut(seq) {
+                        p.queued_resend = false;
+                    }
+                    self.stats.expired_unrepaired += 1;
+                    continue;
+                }
+            };
             self.resend.pop_front();
             let p = self.packet_mut(seq).expect("checked above");
             p.queued_resend = false;
-            let data = wire::restamp_media(
-                &p.encoded,
-                p.flags.with(Flags::RETRANSMIT),
-                0,
-            );
+            let data = wire::restamp_media(&p.encoded, p.flags.with(Flags::RETRANSMIT), 0);
             self.stats.retransmits += 1;
             self.links[li].stats.retransmits_sent += 1;
             return Some(self.send_on(now, li, Some(seq), data));
@@ -768,7 +812,15 @@ impl Sender {
                 self.stats.expired_unsent += 1;
                 continue;
             }
-            let li = self.pick_link(size, deadline, now)?;
+            let li = match self.pick_link(size, deadline, now) {
+                Ok(li) => li,
+                Err(Blocked::Window) => break,
+                Err(Blocked::Late) => {
+                    self.fresh.pop_front();
+                    self.stats.expired_unsent += 1;
+                    continue;
+                }
+            };
             self.fresh.pop_front();
             let p = self.packet(seq).expect("checked above");
             let data = p.encoded.clone();
@@ -790,7 +842,7 @@ impl Sender {
             }
             let deadline = self.deadline(p);
             let size = p.encoded.len();
-            let Some(li) = self.pick_link(size, deadline, now) else {
+            let Ok(li) = self.pick_link(size, deadline, now) else {
                 continue;
             };
             let data = wire::restamp_media(&p.encoded, p.flags.with(Flags::DUPLICATE), 0);
@@ -822,6 +874,26 @@ impl Sender {
         None
     }
 
+    #[doc(hidden)]
+    pub fn debug_state(&self, now: Instant) -> String {
+        let mut out = format!(
+            "fresh={} resend={} base={} packets={}\n",
+            self.fresh.len(),
+            self.resend.len(),
+            self.base_seq,
+            self.packets.len()
+        );
+        if let Some(&f) = self.fresh.front() {
+            if let Some(p) = self.packet(f) {
+                out += &format!(" fresh head age={:?}\n", now.duration_since(p.ingest));
+            }
+        }
+        for l in &self.links {
+            out += &format!(" link {} {:?} inflight={} n={} window={} rate={:.0} exp={:?} last_ack_ago={:?} first={:?}\n", l.id, l.state, l.inflight_bytes, l.inflight.len(), l.window(&self.cfg), l.rate, l.expected_delay(1342), now.duration_since(l.last_ack), l.inflight.front().map(|s| (s.link_seq, s.seq, now.duration_since(s.at))));
+        }
+        out
+    }
+
     /// Snapshot of counters and estimates.
     pub fn stats(&self) -> SenderStats {
         let mut s = self.stats.clone();
@@ -842,4 +914,3 @@ impl Sender {
         s
     }
 }
-

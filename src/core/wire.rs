@@ -113,8 +113,15 @@ pub struct MediaHeader {
 /// A decoded datagram; media payload is a zero-copy slice of the input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Datagram {
-    Media { header: MediaHeader, payload: Bytes },
-    Probe { flags: Flags, session: u32, link_seq: u32 },
+    Media {
+        header: MediaHeader,
+        payload: Bytes,
+    },
+    Probe {
+        flags: Flags,
+        session: u32,
+        link_seq: u32,
+    },
     Report(Report),
     Nack(Nack),
 }
@@ -495,8 +502,14 @@ mod tests {
     #[test]
     fn junk_is_refused() {
         assert_eq!(decode(&Bytes::new()), Err(WireError::Empty));
-        assert_eq!(decode(&Bytes::from_static(&[0x20])), Err(WireError::Version(2)));
-        assert_eq!(decode(&Bytes::from_static(&[0x1f])), Err(WireError::Kind(15)));
+        assert_eq!(
+            decode(&Bytes::from_static(&[0x20])),
+            Err(WireError::Version(2))
+        );
+        assert_eq!(
+            decode(&Bytes::from_static(&[0x1f])),
+            Err(WireError::Kind(15))
+        );
         assert!(matches!(
             decode(&Bytes::from_static(&[0x10, 0, 0, 0])),
             Err(WireError::Truncated { .. })

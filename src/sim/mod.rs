@@ -4,4 +4,6 @@
 pub mod bound;
 pub mod emulator;
 pub mod linkmodel;
+pub mod scenario;
 pub mod trace;
+pub mod virt;

@@ -63,7 +63,12 @@ impl Scenario {
         for (i, t) in DEV_TRACES.iter().enumerate() {
             let tr = Arc::new(Trace::load(dir.join(t))?);
             let name = t.trim_end_matches(".up");
-            links.push(link(name, Some(tr), Duration::from_millis(40), i as u64 + 1));
+            links.push(link(
+                name,
+                Some(tr),
+                Duration::from_millis(40),
+                i as u64 + 1,
+            ));
         }
         Ok(Scenario {
             name: "dev".into(),
@@ -80,7 +85,14 @@ impl Scenario {
     pub fn failover_clean() -> Scenario {
         let tr = Arc::new(Trace::constant(4e6));
         let mut links: Vec<ScenarioLink> = (0..3)
-            .map(|i| link(&format!("const4m-{i}"), Some(tr.clone()), Duration::from_millis(40), i + 1))
+            .map(|i| {
+                link(
+                    &format!("const4m-{i}"),
+                    Some(tr.clone()),
+                    Duration::from_millis(40),
+                    i + 1,
+                )
+            })
             .collect();
         let cut = (Duration::from_secs(30), Duration::from_secs(60));
         links[0].up.outages.push(cut);
@@ -111,7 +123,11 @@ impl Scenario {
             "dev" => Scenario::dev(&dir, input_bps.unwrap_or(5e6)),
             "failover-clean" => Ok(Scenario::failover_clean()),
             "failover-real" => Scenario::failover_real(&dir),
-            other => return Err(format!("unknown scenario {other:?} (dev, failover-clean, failover-real)")),
+            other => {
+                return Err(format!(
+                    "unknown scenario {other:?} (dev, failover-clean, failover-real)"
+                ))
+            }
         };
         let mut s = r.map_err(|e| e.to_string())?;
         if let Some(b) = input_bps {
@@ -123,7 +139,11 @@ impl Scenario {
     /// Mean capacity of the uplink traces over the run, bit/s (unlimited links: None).
     pub fn capacity_bps(&self) -> Option<f64> {
         let traces = self.uplink_traces()?;
-        Some(super::bound::mean_capacity_bps(&traces, Duration::ZERO, self.duration))
+        Some(super::bound::mean_capacity_bps(
+            &traces,
+            Duration::ZERO,
+            self.duration,
+        ))
     }
 
     fn uplink_traces(&self) -> Option<Vec<Arc<Trace>>> {
@@ -135,7 +155,14 @@ impl Scenario {
     pub fn bound_bps(&self, budget: Duration) -> Option<f64> {
         let traces = self.uplink_traces()?;
         let delay = self.links.iter().map(|l| l.up.delay).min()?;
-        let pipe = PerfectPipe::from_traces(&traces, Duration::ZERO, self.duration, delay, 1316);
+        let pipe = PerfectPipe::from_traces(
+            &traces,
+            Duration::ZERO,
+            self.duration,
+            delay,
+            1316,
+            super::bound::Semantics::Bytes,
+        );
         Some(pipe.bound_bps(budget, 0.999))
     }
 }
