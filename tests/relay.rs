@@ -624,3 +624,41 @@ async fn new_session_tag_replaces_the_device_session() {
     // Shutdown closes the live link.
     timeout(T, new.conn.closed()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_links_of_one_session_merge_in_order_and_a_closed_link_leaves() {
+    let f = fixture("bond", 1).await;
+    let epoch = Instant::now();
+    let mut l0 = Edge::join(&f, 0, 9, 0, epoch).await;
+    let mut l1 = Edge::join(&f, 0, 9, 1, epoch).await;
+    // Odd seqs on link 1, even on link 0, each pair sent out of order.
+    for s in (0..16).step_by(2) {
+        let odd = l1.media(s + 1);
+        l1.send(odd);
+        l0.send_seq(s);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    expect_outputs(&f.devices[0].1, 1, 0..16).await;
+    let s = session_stats(&f, "cam1").await;
+    assert_eq!(s.links.len(), 2);
+    assert_eq!((s.links[0].datagrams, s.links[1].datagrams), (8, 8));
+    assert_eq!((s.receiver.released, s.receiver.lost), (16, 0));
+
+    l1.conn.close(0u32.into(), b"link down");
+    let gone = timeout(T, async {
+        loop {
+            let s = session_stats(&f, "cam1").await;
+            if s.links.len() == 1 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("closed link leaves the session");
+    assert_eq!(gone.links[0].id, 0);
+    send_paced(&mut l0, 16..20, Duration::from_millis(2)).await;
+    expect_outputs(&f.devices[0].1, 1, 16..20).await;
+    assert_eq!(f.relay.stats().await.connections_total, 2);
+    f.relay.shutdown().await;
+}

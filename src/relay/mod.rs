@@ -300,12 +300,16 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, guard: Task
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             // Unknown devices fail here (the verifier counts and logs them).
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::debug!(%remote, error = %e, "handshake failed");
-                    return;
-                }
+            let mut shutdown = shared.shutdown.clone();
+            let conn = tokio::select! {
+                _ = stopping(&mut shutdown) => return,
+                c = incoming => match c {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(%remote, error = %e, "handshake failed");
+                        return;
+                    }
+                },
             };
             shared.connections_total.fetch_add(1, Ordering::Relaxed);
             shared.connections_active.fetch_add(1, Ordering::Relaxed);
