@@ -1,0 +1,74 @@
+# Braid: build, test and demo on a Debian 12 machine.
+#
+#   make demo   install what is missing, build, run the loopback demo
+#   make test   install what is missing, fmt + clippy + all tests (what CI runs)
+#   make bench  run the benchmark scenarios and print their JSON reports
+#
+# Expects the shared trace directory beside the clone (../shared/traces/mahimahi),
+# or BRAID_TRACES pointing at it.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+# rustup installs cargo here; make sure it is found even from a bare shell.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+# Traces for tests and the demo (crate code reads BRAID_TRACES too).
+BRAID_TRACES ?= $(CURDIR)/../shared/traces/mahimahi
+export BRAID_TRACES
+
+CARGO ?= cargo
+LOCKED := $(if $(wildcard Cargo.lock),--locked,)
+
+# apt-get needs root; use sudo when not root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: deps build test demo bench clean check-traces
+
+## deps: install missing system packages and rustup components (quiet when all present)
+deps:
+	@missing=""; \
+	{ command -v ffprobe && command -v ffmpeg; } >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing build-essential"; \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing$$missing"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi; \
+	if ! command -v rustup >/dev/null 2>&1 && ! command -v $(CARGO) >/dev/null 2>&1; then \
+		echo "deps: no Rust toolchain found (install rustup: https://rustup.rs)" >&2; exit 1; \
+	fi; \
+	$(CARGO) clippy --version >/dev/null 2>&1 || { echo "deps: adding rustup component clippy"; rustup component add clippy; }; \
+	$(CARGO) fmt --version >/dev/null 2>&1 || { echo "deps: adding rustup component rustfmt"; rustup component add rustfmt; }
+
+## build: release binary at target/release/braid
+build:
+	$(CARGO) build --release $(LOCKED)
+
+check-traces:
+	@if [ ! -d "$(BRAID_TRACES)" ]; then \
+		echo "error: trace directory $(BRAID_TRACES) is missing." >&2; \
+		echo "       Clone the repo with ../shared beside it (../shared/traces/mahimahi)," >&2; \
+		echo "       or set BRAID_TRACES to the directory holding the mahimahi traces." >&2; \
+		exit 1; \
+	fi
+
+## test: formatting, lints, all tests (the CI entry point, see .ci/run)
+test: deps check-traces
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets $(LOCKED) -- -D warnings
+	$(CARGO) test $(LOCKED)
+
+## demo: relay + emulator + edge + ffmpeg on loopback (scripts/demo.sh; DEMO_SECONDS=60)
+demo: deps build check-traces
+	scripts/demo.sh
+
+## bench: benchmark scenarios, JSON reports on stdout (scripts/bench.sh)
+bench: build check-traces
+	scripts/bench.sh
+
+clean:
+	$(CARGO) clean

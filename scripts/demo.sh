@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# Braid loopback demo: the whole job on this machine.
+#
+#   ffmpeg test pattern + tone --udp:5000--> braid edge --3 links (127.0.0.11/12/13)-->
+#   braid emulate (127.0.0.1:7100, real LTE uplink traces, 40 ms each way) -->
+#   braid relay (127.0.0.1:7000, 500 ms latency) --udp:6000--> ffprobe
+#
+# Uses only target/release/braid (override with BRAID=...) and ffmpeg/ffprobe.
+# Environment:
+#   DEMO_SECONDS   how long to keep running after the checks (default 60; 0 = until Ctrl-C)
+#   BRAID_TRACES   mahimahi trace directory (default ../shared/traces/mahimahi)
+#   DEMO_KEEP=1    keep the temp dir (configs, keys, logs) even on success
+#
+# Web page: not built yet. For now the edge serves its stats as JSON at
+# http://127.0.0.1:8081/api/stats and the relay at http://127.0.0.1:9091/api/stats;
+# the edge's web page will be served from http://127.0.0.1:8081/ once it exists.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+BRAID="${BRAID:-$ROOT/target/release/braid}"
+TRACES="${BRAID_TRACES:-$ROOT/../shared/traces/mahimahi}"
+DEMO_SECONDS="${DEMO_SECONDS:-60}"
+
+RELAY_LISTEN=127.0.0.1:7000
+EMU_LISTEN=127.0.0.1:7100
+INPUT=127.0.0.1:5000
+OUTPUT_PORT=6000
+EDGE_STATS=127.0.0.1:8081
+RELAY_STATS=127.0.0.1:9091
+LINK_IPS=(127.0.0.11 127.0.0.12 127.0.0.13)
+LINK_TRACES=(Verizon-LTE-short.up TMobile-LTE-short.up ATT-LTE-driving.up)
+
+die() { echo "demo: error: $*" >&2; exit 1; }
+
+[[ -x "$BRAID" ]] || die "$BRAID not found; run 'make build' (or 'make demo') first"
+command -v ffmpeg >/dev/null || die "ffmpeg not found; run 'make deps'"
+command -v ffprobe >/dev/null || die "ffprobe not found; run 'make deps'"
+for t in "${LINK_TRACES[@]}"; do
+    [[ -f "$TRACES/$t" ]] || die "trace $TRACES/$t missing; put ../shared beside the repo or set BRAID_TRACES"
+done
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/braid-demo.XXXXXX")"
+PIDS=()
+NAMES=()
+OK=0
+
+cleanup() {
+    local i
+    trap - EXIT INT TERM
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        kill "${PIDS[i]}" 2>/dev/null || true
+    done
+    for p in "${PIDS[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    if [[ "$OK" == 1 && "${DEMO_KEEP:-0}" != 1 ]]; then
+        rm -rf "$TMP"
+    else
+        echo "demo: configs and logs kept in $TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'echo; echo "demo: interrupted"; OK=1; exit 0' INT TERM
+
+# start NAME CMD...: run in the background, output to $TMP/NAME.log
+start() {
+    local name="$1"
+    shift
+    "$@" </dev/null >"$TMP/$name.log" 2>&1 &
+    PIDS+=("$!")
+    NAMES+=("$name")
+}
+
+# All started processes still running? Otherwise show the dead one's log and fail.
+check_alive() {
+    local i
+    for i in "${!PIDS[@]}"; do
+        if ! kill -0 "${PIDS[i]}" 2>/dev/null; then
+            echo "demo: ${NAMES[i]} exited; last lines of $TMP/${NAMES[i]}.log:" >&2
+            tail -n 20 "$TMP/${NAMES[i]}.log" >&2 || true
+            exit 1
+        fi
+    done
+}
+
+# GET http://ADDR/PATH, body on stdout (curl, else python3, else bash /dev/tcp).
+http_get() {
+    local addr="$1" path="$2"
+    if command -v curl >/dev/null; then
+        curl -s --max-time 2 "http://$addr$path"
+    elif command -v python3 >/dev/null; then
+        python3 -c 'import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode())' "http://$addr$path"
+    else
+        local host="${addr%:*}" port="${addr##*:}"
+        exec 3<>"/dev/tcp/$host/$port" || return 1
+        printf 'GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n' "$path" "$addr" >&3
+        timeout 2 cat <&3 | sed '1,/^\r\{0,1\}$/d'
+        exec 3<&-
+    fi
+}
+
+# One-line summary of a stats JSON document: the first occurrence of a few counters,
+# wherever they sit in the document (the schema is still growing).
+summarize() {
+    if command -v python3 >/dev/null; then
+        python3 -c '
+import json, sys
+keys = sys.argv[1].split(",")
+try:
+    doc = json.load(sys.stdin)
+except Exception:
+    print("(no stats)"); sys.exit(0)
+found = {}
+def walk(v):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if k in keys and k not in found and isinstance(x, (int, float, str)):
+                found[k] = x
+            walk(x)
+    elif isinstance(v, list):
+        for x in v:
+            walk(x)
+walk(doc)
+print(" ".join(f"{k}={found[k]}" for k in keys if k in found) or "(no known counters)")
+' "$1"
+    else
+        local body
+        body="$(cat)"
+        echo "${#body} bytes of stats"
+    fi
+}
+
+echo "demo: working directory $TMP"
+
+# --- identities ---------------------------------------------------------------
+fingerprint() { grep -o 'sha256:[0-9a-fA-F]\{64\}' | head -n 1; }
+RELAY_FP="$("$BRAID" keygen --dir "$TMP" --name relay | fingerprint)"
+DEVICE_FP="$("$BRAID" keygen --dir "$TMP" --name device | fingerprint)"
+[[ -n "$RELAY_FP" && -n "$DEVICE_FP" ]] || die "braid keygen did not print a sha256: fingerprint"
+[[ -f "$TMP/relay.crt" && -f "$TMP/relay.key" && -f "$TMP/device.crt" && -f "$TMP/device.key" ]] ||
+    die "braid keygen did not write NAME.crt / NAME.key into $TMP"
+echo "demo: relay  $RELAY_FP"
+echo "demo: device $DEVICE_FP"
+
+# --- configuration --------------------------------------------------------------
+cat >"$TMP/relay.toml" <<TOML
+[relay]
+listen = "$RELAY_LISTEN"
+cert = "relay.crt"
+key = "relay.key"
+latency_ms = 500
+
+[stats]
+listen = "$RELAY_STATS"
+
+[[device]]
+id = "demo"
+fingerprint = "$DEVICE_FP"
+
+[[device.output]]
+kind = "udp"
+address = "127.0.0.1:$OUTPUT_PORT"
+TOML
+
+cat >"$TMP/edge.toml" <<TOML
+[device]
+id = "demo"
+cert = "device.crt"
+key = "device.key"
+
+[relay]
+# The emulator, which forwards to the relay at $RELAY_LISTEN.
+address = "$EMU_LISTEN"
+fingerprint = "$RELAY_FP"
+latency_ms = 500
+
+[input]
+kind = "udp"
+listen = "$INPUT"
+
+[stats]
+listen = "$EDGE_STATS"
+TOML
+for i in "${!LINK_IPS[@]}"; do
+    printf '\n[[link]]\nname = "link%d"\nbind = "%s"\n' "$i" "${LINK_IPS[i]}" >>"$TMP/edge.toml"
+done
+
+# --- processes -------------------------------------------------------------------
+export RUST_LOG="${RUST_LOG:-info}"
+start relay "$BRAID" relay --config "$TMP/relay.toml"
+EMU_ARGS=(emulate --listen "$EMU_LISTEN" --relay "$RELAY_LISTEN")
+for i in "${!LINK_IPS[@]}"; do
+    EMU_ARGS+=(--link "${LINK_IPS[i]},name=${LINK_TRACES[i]%.up},trace=$TRACES/${LINK_TRACES[i]},delay=40ms")
+done
+start emulate "$BRAID" "${EMU_ARGS[@]}"
+sleep 1
+check_alive
+start edge "$BRAID" edge --config "$TMP/edge.toml"
+sleep 1
+check_alive
+
+start ffmpeg ffmpeg -nostdin -hide_banner -loglevel error -re \
+    -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=1000 \
+    -c:v libx264 -preset veryfast -tune zerolatency -b:v 3M -maxrate 3M -bufsize 1M -g 30 \
+    -c:a aac -b:a 128k -f mpegts "udp://$INPUT?pkt_size=1316"
+echo "demo: relay, emulator, edge and ffmpeg running; logs in $TMP"
+
+sleep 5
+check_alive
+
+# --- check the relay's output ---------------------------------------------------------
+echo "demo: probing the relay's output udp://127.0.0.1:$OUTPUT_PORT"
+PROBE="$(timeout 30 ffprobe -v error -probesize 5000000 -analyzeduration 5000000 \
+    -show_entries stream=codec_type,codec_name,width,height -of json \
+    -i "udp://127.0.0.1:$OUTPUT_PORT?timeout=15000000" 2>"$TMP/ffprobe.err" || true)"
+echo "$PROBE"
+if ! grep -q '"codec_type": *"video"' <<<"$PROBE"; then
+    echo "demo: FAILED: no video stream in the relay's output on udp://127.0.0.1:$OUTPUT_PORT" >&2
+    cat "$TMP/ffprobe.err" >&2 || true
+    check_alive
+    exit 1
+fi
+echo "demo: OK: the relay's output carries video"
+
+RELAY_COUNTERS=released,lost,late,duplicates,latency_ms
+EDGE_COUNTERS=state,rtt_ms,rate_bps,retransmits,duplicates
+body="$(http_get "$RELAY_STATS" /api/stats 2>/dev/null)" || body=""
+echo "demo: relay stats (http://$RELAY_STATS/api/stats): $(summarize "$RELAY_COUNTERS" <<<"$body")"
+[[ -z "$body" ]] || printf '%s\n' "${body:0:4000}"
+body="$(http_get "$EDGE_STATS" /api/stats 2>/dev/null)" || body=""
+echo "demo: edge stats (http://$EDGE_STATS/api/stats): $(summarize "$EDGE_COUNTERS" <<<"$body")"
+
+# --- keep running ---------------------------------------------------------------------
+if [[ "$DEMO_SECONDS" == 0 ]]; then
+    echo "demo: running until Ctrl-C"
+else
+    echo "demo: running for $DEMO_SECONDS s (DEMO_SECONDS=0 runs until Ctrl-C)"
+fi
+START=$SECONDS
+while [[ "$DEMO_SECONDS" == 0 ]] || ((SECONDS - START < DEMO_SECONDS)); do
+    sleep 5
+    check_alive
+    body="$(http_get "$RELAY_STATS" /api/stats 2>/dev/null)" || body=""
+    printf 'demo: t=%3ds relay: %s\n' "$((SECONDS - START))" "$(summarize "$RELAY_COUNTERS" <<<"$body")"
+done
+OK=1
+echo "demo: done"
