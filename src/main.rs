@@ -1,3 +1,229 @@
-fn main() {
-    println!("braid {}", env!("CARGO_PKG_VERSION"));
+//! `braid`: one binary for the edge box, the cloud relay and the tools.
+//!
+//! Exit codes: 0 ok; 1 runtime failure (systemd restarts it); 2 usage error (clap);
+//! 78 (EX_CONFIG) bad configuration: systemd units list it in
+//! `RestartPreventExitStatus=` so a bad file does not restart-loop.
+
+use anyhow::{anyhow, Result};
+use braid::sim::{emulator, real, scenario::Scenario, virt};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(name = "braid", version, about = "Bonded-cellular live-video uplink")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the edge box: input -> bonded QUIC links -> relay.
+    Edge {
+        #[arg(long, default_value = "/etc/braid/edge.toml")]
+        config: PathBuf,
+    },
+    /// Run the cloud relay: links -> reorder at fixed latency -> outputs.
+    Relay {
+        #[arg(long, default_value = "/etc/braid/relay.toml")]
+        config: PathBuf,
+    },
+    /// Run relay, edge and link emulator on this machine and print a JSON report.
+    Sim {
+        /// dev | failover-clean | failover-real
+        #[arg(long, default_value = "dev")]
+        scenario: String,
+        /// Constant input rate, e.g. 5M, 4500k, 5000000.
+        #[arg(long)]
+        rate: Option<String>,
+        /// Seconds (default: the scenario's).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Latency budget in ms (default 500).
+        #[arg(long)]
+        latency: Option<u64>,
+        /// Run the sans-IO cores in virtual time instead of QUIC in real time.
+        #[arg(long = "virtual")]
+        virtual_time: bool,
+        /// Search the highest constant rate with >= 99.9 % on time (bisection).
+        #[arg(long)]
+        search: bool,
+    },
+    /// Userspace link emulator (a UDP proxy applying traces, delay, loss, outages).
+    Emulate {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        relay: std::net::SocketAddr,
+        /// e.g. 127.0.0.11,trace=PATH,delay=40ms,queue=375000,loss=0.01,outage=30s-60s
+        #[arg(long = "link", required = true)]
+        links: Vec<String>,
+        /// Forward packets from unknown source addresses unshaped.
+        #[arg(long)]
+        pass_unknown: bool,
+    },
+    /// Generate a certificate and key (DIR/NAME.crt, DIR/NAME.key); prints the fingerprint.
+    Keygen {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("braid: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        match dispatch(cli.cmd).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                if let Some(c) = e.downcast_ref::<braid::config::ConfigError>() {
+                    eprintln!("braid: configuration error: {c}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+                eprintln!("braid: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn dispatch(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Edge { config } => {
+            init_logs("info");
+            let cfg = braid::config::load_edge(&config)?;
+            braid::edge::run(cfg).await
+        }
+        Cmd::Relay { config } => {
+            init_logs("info");
+            braid::config::load_relay(&config)?;
+            braid::relay::run(&config).await
+        }
+        Cmd::Sim {
+            scenario,
+            rate,
+            duration,
+            latency,
+            virtual_time,
+            search,
+        } => {
+            init_logs("warn");
+            let rate = rate
+                .map(|r| emulator::parse_rate(&r))
+                .transpose()
+                .map_err(|e| anyhow!("--rate: {e}"))?;
+            let mut sc = Scenario::preset(&scenario, rate).map_err(|e| anyhow!(e))?;
+            if let Some(d) = duration {
+                sc.duration = Duration::from_secs_f64(d);
+            }
+            if let Some(l) = latency {
+                sc.latency = Duration::from_millis(l);
+            }
+            if search {
+                let out = search_max_rate(&sc, virtual_time).await?;
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
+            let report = if virtual_time {
+                virt::run(&sc, Instant::now())
+            } else {
+                real::run(&sc).await?
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Cmd::Emulate {
+            listen,
+            relay,
+            links,
+            pass_unknown,
+        } => {
+            init_logs("info");
+            let links = links
+                .iter()
+                .map(|s| emulator::parse_link_spec(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow!("--link: {e}"))?;
+            let cfg = emulator::EmulatorConfig {
+                listen,
+                relay,
+                links,
+                pass_unknown,
+            };
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let run = tokio::spawn(emulator::run(cfg, Instant::now(), rx));
+            braid::system::shutdown_signal().await;
+            let _ = tx.send(true);
+            let stats = run.await??;
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+            Ok(())
+        }
+        Cmd::Keygen { dir, name } => {
+            std::fs::create_dir_all(&dir)?;
+            let fp = braid::transport::tls::write_identity(&dir, &name)?;
+            println!("{}", braid::transport::tls::format_fingerprint(&fp));
+            Ok(())
+        }
+    }
+}
+
+/// Bisection for the highest constant input rate with >= 99.9 % of packets on time.
+async fn search_max_rate(sc: &Scenario, virtual_time: bool) -> Result<serde_json::Value> {
+    let bound = sc.bound_bps(sc.latency);
+    let mut lo = 0.5e6;
+    let mut hi = bound.unwrap_or(20e6) * 1.05;
+    let mut runs = Vec::new();
+    let steps = if virtual_time { 12 } else { 5 };
+    for _ in 0..steps {
+        let mid = (lo + hi) / 2.0;
+        let mut s = sc.clone();
+        s.input_bps = mid;
+        let r = if virtual_time {
+            virt::run(&s, Instant::now())
+        } else {
+            real::run(&s).await?
+        };
+        let ok = r.on_time_fraction >= 0.999;
+        runs.push(
+            serde_json::json!({"rate_bps": mid, "on_time_fraction": r.on_time_fraction, "ok": ok}),
+        );
+        if ok {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(serde_json::json!({
+        "scenario": sc.name,
+        "mode": if virtual_time { "virtual" } else { "real" },
+        "budget_ms": sc.latency.as_millis() as u64,
+        "highest_ok_rate_bps": lo,
+        "bound_bps": bound,
+        "fraction_of_bound": bound.map(|b| lo / b),
+        "runs": runs,
+    }))
 }

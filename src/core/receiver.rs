@@ -229,6 +229,7 @@ pub struct Receiver {
     window: VecDeque<bool>,
     window_base: u64,
     offset_us: Option<i64>,
+    min_owd_us: Option<i64>,
     out: VecDeque<Released>,
     feedback: VecDeque<(LinkId, Bytes)>,
     last_summary: Instant,
@@ -236,6 +237,9 @@ pub struct Receiver {
 }
 
 const STATUS_WINDOW: usize = 16_384;
+/// Timers in the driver may wake up to a couple of milliseconds late; releases are
+/// scheduled this much early so the output is never later than the latency.
+pub const RELEASE_EARLY: Duration = Duration::from_millis(2);
 
 impl Receiver {
     pub fn new(cfg: ReceiverConfig, now: Instant) -> Self {
@@ -250,6 +254,7 @@ impl Receiver {
             window: VecDeque::new(),
             window_base: 0,
             offset_us: None,
+            min_owd_us: None,
             out: VecDeque::new(),
             feedback: VecDeque::new(),
             last_summary: now,
@@ -281,18 +286,20 @@ impl Receiver {
     }
 
     /// The driver's RTT estimate for a link.
+    /// Creates the link if it is new; the session keeps the smallest RTT it has seen
+    /// on any link, so release times do not jump when the fastest link leaves.
     pub fn handle_rtt(&mut self, now: Instant, id: LinkId, rtt: Duration) {
         let l = self.link_mut(now, id);
         l.rtt = Some(rtt);
         l.stats.rtt_ms = Some(rtt.as_secs_f64() * 1e3);
+        let owd = (rtt.as_micros() / 2) as i64;
+        if self.min_owd_us.is_none_or(|m| owd < m) {
+            self.min_owd_us = Some(owd);
+        }
     }
 
     fn min_owd_us(&self) -> i64 {
-        self.links
-            .iter()
-            .filter_map(|l| l.rtt)
-            .min()
-            .map_or(0, |r| (r.as_micros() / 2) as i64)
+        self.min_owd_us.unwrap_or(0)
     }
 
     fn us(&self, t: Instant) -> i64 {
@@ -301,8 +308,9 @@ impl Receiver {
 
     fn release_at(&self, send_time_us: u64) -> Instant {
         let offset = self.offset_us.unwrap_or(0);
-        let t =
-            send_time_us as i64 + offset - self.min_owd_us() + self.cfg.latency.as_micros() as i64;
+        let t = send_time_us as i64 + offset - self.min_owd_us()
+            + self.cfg.latency.as_micros() as i64
+            - RELEASE_EARLY.as_micros() as i64;
         self.epoch + Duration::from_micros(t.max(0) as u64)
     }
 
@@ -430,13 +438,18 @@ impl Receiver {
             let next = self.next_release.unwrap_or(seq);
             if seq > next {
                 self.stats.lost += seq - next;
-                for s in next..seq {
-                    self.mark(s, false);
+                if seq - next > STATUS_WINDOW as u64 {
+                    // A jump wider than the window: forget the window, O(1).
+                    self.window.clear();
+                } else {
+                    for s in next..seq {
+                        self.mark(s, false);
+                    }
                 }
             }
             let held = self.buffer.remove(&seq).expect("first key");
             self.mark(seq, true);
-            self.next_release = Some(seq + 1);
+            self.next_release = Some(seq.saturating_add(1));
             self.stats.released += 1;
             self.stats.released_bytes += held.payload.len() as u64;
             self.out.push_back(Released {
@@ -637,10 +650,10 @@ mod tests {
             rx.handle_datagram(t0 + ms(75), 0, &media(8, 5, 3, 40_000)),
             Err(Refused::WrongSession)
         );
-        // offset = 30 ms (no RTT known): release at send + 30 + 200.
-        rx.handle_timeout(t0 + ms(229));
+        // offset = 30 ms (no RTT known): release at send + 30 + 200 - RELEASE_EARLY.
+        rx.handle_timeout(t0 + ms(227));
         assert!(rx.poll_output().is_none());
-        rx.handle_timeout(t0 + ms(230));
+        rx.handle_timeout(t0 + ms(228));
         assert_eq!(rx.poll_output().unwrap().seq, 0);
         rx.handle_timeout(t0 + ms(270));
         let seqs: Vec<u64> = std::iter::from_fn(|| rx.poll_output())
@@ -656,6 +669,26 @@ mod tests {
         assert_eq!(rx.stats().late, 1);
         // The gap at seq 3 was NACKed before its release passed.
         assert!(s.nacked_seqs == 0 || s.nack_datagrams > 0);
+    }
+
+    #[test]
+    fn huge_sequence_jump_is_cheap() {
+        let t0 = Instant::now();
+        let mut rx = Receiver::new(
+            ReceiverConfig {
+                session: 1,
+                ..Default::default()
+            },
+            t0,
+        );
+        rx.handle_datagram(t0, 0, &media(1, 0, 0, 0)).unwrap();
+        rx.handle_datagram(t0, 0, &media(1, 1 << 34, 1, 0)).unwrap();
+        rx.handle_datagram(t0, 0, &media(1, u64::MAX, 2, 0))
+            .unwrap();
+        let start = std::time::Instant::now();
+        rx.handle_timeout(t0 + Duration::from_secs(1));
+        assert!(start.elapsed() < Duration::from_millis(500));
+        assert_eq!(rx.stats().released, 3);
     }
 
     #[test]

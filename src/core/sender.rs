@@ -280,7 +280,7 @@ impl Link {
             }
             Some(s) => {
                 // RFC 9002 §5.3
-                let diff = if s > rtt { s - rtt } else { rtt - s };
+                let diff = s.abs_diff(rtt);
                 self.rttvar = (self.rttvar * 3 + diff) / 4;
                 self.srtt = Some((s * 7 + rtt) / 8);
             }

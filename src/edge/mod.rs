@@ -1,1 +1,607 @@
-//! Edge daemon.
+//! Edge daemon: a thin tokio shell around [`crate::core::sender::Sender`].
+//!
+//! Tasks and who owns what:
+//! - the **core task** owns the `Sender`, the TS classifier and every link's
+//!   `quinn::Connection` handle; it is the only place datagrams are sent from;
+//! - one **link task** per configured link binds its socket (interface or source
+//!   address), connects, joins the session on the control stream, forwards the relay's
+//!   datagrams to the core task, and reconnects with backoff and jitter when the
+//!   connection dies;
+//! - the **input task** turns the source into groups of whole TS packets
+//!   ([`MediaSource`] is the seam the GStreamer camera pipeline will plug into);
+//! - the **net watcher** reports interfaces going down, acted on at once.
+
+use crate::config::{EdgeConfig, InputConfig, LinkBind};
+use crate::core::sender::{LinkId, Sender, SenderConfig, SenderEvent, SenderStats};
+use crate::core::ts::{Classifier, Packetizer, TestStream};
+use crate::core::wire::{self, Control, SessionSummary, TS_PACKET, TS_PER_DATAGRAM};
+use crate::transport::{netwatch, quic, socket, tls};
+use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Where media comes from. The UDP listener and the test source implement it today;
+/// the GStreamer camera pipeline (appsink) is the next implementation.
+pub trait MediaSource: Send + 'static {
+    /// Run until `shutdown`, sending groups of whole TS packets with their ingest time.
+    fn spawn(
+        self: Box<Self>,
+        out: mpsc::Sender<(Instant, Vec<u8>)>,
+        shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()>;
+}
+
+/// MPEG-TS over UDP from an external encoder (e.g. ffmpeg `-f mpegts udp://...`).
+pub struct UdpSource {
+    pub listen: SocketAddr,
+}
+
+impl MediaSource for UdpSource {
+    fn spawn(
+        self: Box<Self>,
+        out: mpsc::Sender<(Instant, Vec<u8>)>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let sock = match tokio::net::UdpSocket::bind(self.listen).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(listen = %self.listen, "input: cannot bind: {e}");
+                    return;
+                }
+            };
+            let mut p = Packetizer::default();
+            let mut buf = vec![0u8; 65536];
+            let mut groups = Vec::new();
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => return,
+                    r = sock.recv_from(&mut buf) => {
+                        let Ok((n, _)) = r else { continue };
+                        p.push(&buf[..n], &mut groups);
+                        // Datagrams from encoders carry whole packets: send what we have
+                        // rather than wait for a full group.
+                        if let Some(g) = p.flush() { groups.push(g); }
+                    }
+                }
+                let now = Instant::now();
+                for g in groups.drain(..) {
+                    if out.send((now, g)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Built-in constant-rate test source (well-formed TS with PAT/PMT, video, audio PIDs).
+pub struct TestSource {
+    pub rate_bps: u64,
+}
+
+impl MediaSource for TestSource {
+    fn spawn(
+        self: Box<Self>,
+        out: mpsc::Sender<(Instant, Vec<u8>)>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let group = TS_PACKET * TS_PER_DATAGRAM;
+            let interval = Duration::from_secs_f64(group as f64 * 8.0 / self.rate_bps as f64);
+            let pps = self.rate_bps / 8 / TS_PACKET as u64;
+            let mut ts = TestStream::new();
+            let mut next = tokio::time::Instant::now();
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep_until(next) => {}
+                }
+                let mut g = Vec::with_capacity(group);
+                for _ in 0..TS_PER_DATAGRAM {
+                    g.extend_from_slice(&ts.next_packet(pps));
+                }
+                // Ingest time is the scheduled time, so timer lateness counts against us.
+                if out.send((next.into_std(), g)).await.is_err() {
+                    return;
+                }
+                next += interval;
+            }
+        })
+    }
+}
+
+/// Per-link state seen by the stats API.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct EdgeLinkStatus {
+    pub id: LinkId,
+    pub name: String,
+    pub bind: String,
+    pub connected: bool,
+    pub connects: u64,
+    pub last_error: Option<String>,
+}
+
+/// The edge's stats snapshot (GET /api/stats).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct EdgeStats {
+    pub device: String,
+    pub session: u32,
+    pub uptime_s: f64,
+    pub first_packet_after_s: Option<f64>,
+    pub links: Vec<EdgeLinkStatus>,
+    pub sender: SenderStats,
+    pub relay: Option<SessionSummary>,
+    pub events: Vec<String>,
+}
+
+enum LinkMsg {
+    Joined(LinkId, quinn::Connection, u32),
+    Datagram(LinkId, Bytes),
+    Summary(SessionSummary),
+    Gone(LinkId, String),
+}
+
+/// Options for in-process use (`braid sim`, tests).
+#[derive(Default)]
+pub struct EdgeOptions {
+    /// Called with every sender event (link up/down) as it happens.
+    pub events: Option<mpsc::UnboundedSender<SenderEvent>>,
+}
+
+pub struct EdgeHandle {
+    epoch: Instant,
+    stats: Arc<Mutex<EdgeStats>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl EdgeHandle {
+    /// Time zero of `send_time_us` in this edge's media headers.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+    pub fn stats(&self) -> EdgeStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+    }
+}
+
+fn source_for(cfg: &InputConfig) -> Box<dyn MediaSource> {
+    match cfg {
+        InputConfig::Udp { listen } => Box::new(UdpSource { listen: *listen }),
+        InputConfig::Test { rate_bps } => Box::new(TestSource {
+            rate_bps: *rate_bps,
+        }),
+    }
+}
+
+/// Start the edge with its configured source.
+pub async fn start(cfg: EdgeConfig, opts: EdgeOptions) -> Result<EdgeHandle> {
+    let source = source_for(&cfg.input);
+    start_with_source(cfg, source, opts).await
+}
+
+/// Start the edge with any [`MediaSource`].
+pub async fn start_with_source(
+    cfg: EdgeConfig,
+    source: Box<dyn MediaSource>,
+    opts: EdgeOptions,
+) -> Result<EdgeHandle> {
+    let (chain, key) = tls::load_identity(&cfg.device.cert, &cfg.device.key)?;
+    let client = quic::client_config(chain, key, &cfg.relay.trust)?;
+    let relay_addr = tokio::net::lookup_host(cfg.relay.address.to_string())
+        .await
+        .with_context(|| format!("resolving relay address {}", cfg.relay.address))?
+        .next()
+        .ok_or_else(|| anyhow!("relay address {} resolves to nothing", cfg.relay.address))?;
+    let epoch = Instant::now();
+    let session: u32 = rand::random::<u32>() | 1;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let stats = Arc::new(Mutex::new(EdgeStats {
+        device: cfg.device.id.clone(),
+        session,
+        ..Default::default()
+    }));
+    let (media_tx, media_rx) = mpsc::channel(1024);
+    let (link_tx, link_rx) = mpsc::channel(4096);
+    let mut tasks = vec![source.spawn(media_tx, shutdown_rx.clone())];
+
+    let links: Vec<(LinkId, String, LinkBind)> = cfg
+        .links
+        .iter()
+        .filter(|l| l.enabled)
+        .enumerate()
+        .map(|(i, l)| (i as LinkId, l.name.clone(), l.bind.clone()))
+        .collect();
+    {
+        let mut s = stats.lock().expect("fresh mutex");
+        s.links = links
+            .iter()
+            .map(|(id, name, bind)| EdgeLinkStatus {
+                id: *id,
+                name: name.clone(),
+                bind: bind.to_string(),
+                ..Default::default()
+            })
+            .collect();
+    }
+    // One kick channel per link: the net watcher closes a link's connection at once
+    // when its interface goes down.
+    let mut kicks = Vec::new();
+    for (id, name, bind) in &links {
+        let (kick_tx, kick_rx) = watch::channel(0u64);
+        kicks.push((*id, name.clone(), bind.clone(), kick_tx));
+        let lt = LinkTask {
+            id: *id,
+            name: name.clone(),
+            bind: bind.clone(),
+            relay: relay_addr,
+            server_name: cfg.relay.server_name.clone(),
+            client: client.clone(),
+            session,
+            latency_ms: cfg.relay.latency.as_millis() as u32,
+            out: link_tx.clone(),
+            stats: stats.clone(),
+        };
+        tasks.push(tokio::spawn(lt.run(shutdown_rx.clone(), kick_rx)));
+    }
+    if kicks.iter().any(|k| matches!(k.2, LinkBind::Interface(_))) {
+        match netwatch::watch(64) {
+            Ok((watcher, mut rx)) => {
+                let mut sd = shutdown_rx.clone();
+                tasks.push(tokio::spawn(async move {
+                    let _watcher = watcher;
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = sd.changed() => return,
+                            ev = rx.recv() => {
+                                let Some(ev) = ev else { return };
+                                if let netwatch::NetEvent::Down { name } = &ev {
+                                    for (_, lname, bind, kick) in &kicks {
+                                        if matches!(bind, LinkBind::Interface(i) if i == name) {
+                                            tracing::warn!(link = %lname, interface = %name, "interface down: dropping link now");
+                                            kick.send_modify(|k| *k += 1);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }));
+            }
+            Err(e) => tracing::warn!("interface watcher unavailable: {e:#}"),
+        }
+    }
+
+    let scfg = SenderConfig {
+        session,
+        latency: cfg.relay.latency,
+        duplicate_budget: cfg.scheduler.duplicate_budget,
+        ..Default::default()
+    };
+    let core = CoreTask {
+        sender: Sender::new(scfg, epoch),
+        conns: Vec::new(),
+        stats: stats.clone(),
+        events: opts.events,
+        epoch,
+        names: links.iter().map(|l| (l.0, l.1.clone())).collect(),
+    };
+    tasks.push(tokio::spawn(core.run(
+        media_rx,
+        link_rx,
+        shutdown_rx.clone(),
+    )));
+
+    if let Some(listen) = cfg.stats_listen {
+        let st = stats.clone();
+        let router = axum::Router::new().route(
+            "/api/stats",
+            axum::routing::get(move || {
+                let st = st.clone();
+                async move { axum::Json(st.lock().map(|s| s.clone()).unwrap_or_default()) }
+            }),
+        );
+        let mut sd = shutdown_rx.clone();
+        let listener = crate::system::http::bind(listen).await?;
+        tasks.push(tokio::spawn(async move {
+            let _ = crate::system::http::serve_on(listener, router, async move {
+                let _ = sd.changed().await;
+            })
+            .await;
+        }));
+    }
+    Ok(EdgeHandle {
+        epoch,
+        stats,
+        shutdown: shutdown_tx,
+        tasks,
+    })
+}
+
+/// `braid edge --config FILE`: run until SIGINT/SIGTERM.
+pub async fn run(cfg: EdgeConfig) -> Result<()> {
+    let h = start(cfg, EdgeOptions::default()).await?;
+    tracing::info!("edge running");
+    crate::system::shutdown_signal().await;
+    tracing::info!("shutting down");
+    h.shutdown().await;
+    Ok(())
+}
+
+struct CoreTask {
+    sender: Sender,
+    conns: Vec<(LinkId, quinn::Connection)>,
+    stats: Arc<Mutex<EdgeStats>>,
+    events: Option<mpsc::UnboundedSender<SenderEvent>>,
+    epoch: Instant,
+    names: Vec<(LinkId, String)>,
+}
+
+impl CoreTask {
+    async fn run(
+        mut self,
+        mut media: mpsc::Receiver<(Instant, Vec<u8>)>,
+        mut links: mpsc::Receiver<LinkMsg>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut classify = Classifier::new();
+        let mut stats_tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            let timeout = self.sender.poll_timeout();
+            let sleep = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                m = links.recv() => match m {
+                    Some(m) => self.on_link(m),
+                    None => break,
+                },
+                m = media.recv() => match m {
+                    Some((at, g)) => {
+                        let flags = classify.classify(&g);
+                        self.sender.push_media(at, &g, flags);
+                        let mut st = self.stats.lock().expect("stats");
+                        if st.first_packet_after_s.is_none() && !self.conns.is_empty() {
+                            st.first_packet_after_s = Some(at.duration_since(self.epoch).as_secs_f64());
+                        }
+                    }
+                    None => break,
+                },
+                _ = sleep => {
+                    self.sender.handle_timeout(Instant::now());
+                }
+                _ = stats_tick.tick() => {
+                    let s = self.sender.stats();
+                    if let Ok(mut st) = self.stats.lock() {
+                        st.sender = s;
+                        st.uptime_s = self.epoch.elapsed().as_secs_f64();
+                    }
+                }
+            }
+            self.flush();
+        }
+    }
+
+    fn on_link(&mut self, m: LinkMsg) {
+        let now = Instant::now();
+        match m {
+            LinkMsg::Joined(id, conn, latency_ms) => {
+                self.sender
+                    .set_latency(Duration::from_millis(u64::from(latency_ms)));
+                self.sender.add_link(now, id);
+                self.conns.retain(|c| c.0 != id);
+                self.conns.push((id, conn));
+            }
+            LinkMsg::Datagram(id, d) => self.sender.handle_datagram(now, id, &d),
+            LinkMsg::Summary(s) => {
+                if let Ok(mut st) = self.stats.lock() {
+                    st.relay = Some(s);
+                }
+            }
+            LinkMsg::Gone(id, why) => {
+                tracing::warn!(link = id, "link lost: {why}");
+                self.sender.remove_link(now, id);
+                self.conns.retain(|c| c.0 != id);
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let now = Instant::now();
+        while let Some(t) = self.sender.poll_transmit(now) {
+            if let Some((_, c)) = self.conns.iter().find(|c| c.0 == t.link) {
+                if let Err(e) = c.send_datagram(t.data) {
+                    tracing::debug!(link = t.link, "send_datagram: {e}");
+                }
+            }
+        }
+        while let Some(e) = self.sender.poll_event() {
+            let name = |l: LinkId| {
+                self.names
+                    .iter()
+                    .find(|n| n.0 == l)
+                    .map_or_else(|| l.to_string(), |n| n.1.clone())
+            };
+            let line = match &e {
+                SenderEvent::LinkDown { link, at, reason } => format!(
+                    "{:.3}s link {} down ({reason})",
+                    at.duration_since(self.epoch).as_secs_f64(),
+                    name(*link)
+                ),
+                SenderEvent::LinkUp { link, at } => format!(
+                    "{:.3}s link {} up",
+                    at.duration_since(self.epoch).as_secs_f64(),
+                    name(*link)
+                ),
+            };
+            tracing::info!("{line}");
+            if let Ok(mut st) = self.stats.lock() {
+                st.events.push(line);
+                if st.events.len() > 100 {
+                    st.events.remove(0);
+                }
+            }
+            if let Some(tx) = &self.events {
+                let _ = tx.send(e);
+            }
+        }
+    }
+}
+
+struct LinkTask {
+    id: LinkId,
+    name: String,
+    bind: LinkBind,
+    relay: SocketAddr,
+    server_name: String,
+    client: quinn::ClientConfig,
+    session: u32,
+    latency_ms: u32,
+    out: mpsc::Sender<LinkMsg>,
+    stats: Arc<Mutex<EdgeStats>>,
+}
+
+impl LinkTask {
+    fn status(&self, f: impl FnOnce(&mut EdgeLinkStatus)) {
+        if let Ok(mut s) = self.stats.lock() {
+            if let Some(l) = s.links.iter_mut().find(|l| l.id == self.id) {
+                f(l);
+            }
+        }
+    }
+
+    async fn run(self, mut shutdown: watch::Receiver<bool>, mut kick: watch::Receiver<u64>) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let started = Instant::now();
+            let r = tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                r = self.session_once(&mut kick) => r,
+            };
+            let why = match r {
+                Ok(()) => "closed".to_string(),
+                Err(e) => format!("{e:#}"),
+            };
+            self.status(|l| {
+                l.connected = false;
+                l.last_error = Some(why.clone());
+            });
+            let _ = self.out.send(LinkMsg::Gone(self.id, why)).await;
+            // Reset the backoff only after the link proved good for a while.
+            if started.elapsed() > Duration::from_secs(10) {
+                backoff = Duration::from_millis(200);
+            }
+            let jitter = Duration::from_millis(u64::from(rand::random::<u8>()));
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(backoff + jitter) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn session_once(&self, kick: &mut watch::Receiver<u64>) -> Result<()> {
+        let sock = socket::bind_link_socket(&self.bind, self.relay)?;
+        let ep = quic::endpoint_on(sock, None)?;
+        let conn = ep
+            .connect_with(self.client.clone(), self.relay, &self.server_name)?
+            .await
+            .context("QUIC handshake")?;
+        let (mut send, mut recv) = conn.open_bi().await.context("control stream")?;
+        let join = wire::encode_control(&Control::Join {
+            version: wire::VERSION,
+            session: self.session,
+            link_id: self.id,
+            latency_ms: self.latency_ms,
+            link_name: self.name.clone(),
+        });
+        send.write_all(&join).await?;
+        let accept = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut recv))
+            .await
+            .context("no answer to join")??;
+        let latency_ms = match accept {
+            Control::Accept { latency_ms, .. } => latency_ms,
+            Control::Reject { reason } => return Err(anyhow!("relay refused: {reason}")),
+            other => return Err(anyhow!("unexpected answer to join: {other:?}")),
+        };
+        tracing::info!(link = %self.name, relay = %self.relay, latency_ms, "link joined");
+        self.status(|l| {
+            l.connected = true;
+            l.connects += 1;
+            l.last_error = None;
+        });
+        self.out
+            .send(LinkMsg::Joined(self.id, conn.clone(), latency_ms))
+            .await?;
+        let kicked = *kick.borrow_and_update();
+        let mut kick_alive = true;
+        loop {
+            tokio::select! {
+                biased;
+                r = kick.changed(), if kick_alive => {
+                    if r.is_err() {
+                        // No watcher for this link (address-bound): never kicked.
+                        kick_alive = false;
+                        continue;
+                    }
+                    if *kick.borrow() != kicked {
+                        conn.close(0u32.into(), b"interface down");
+                        return Err(anyhow!("interface down"));
+                    }
+                }
+                d = conn.read_datagram() => {
+                    let d = d.context("connection")?;
+                    if self.out.send(LinkMsg::Datagram(self.id, d)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                f = read_frame(&mut recv) => {
+                    match f? {
+                        Control::Summary(s) => { let _ = self.out.send(LinkMsg::Summary(s)).await; }
+                        Control::Reject { reason } => return Err(anyhow!("relay refused: {reason}")),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Control> {
+    let mut len = [0u8; 2];
+    recv.read_exact(&mut len).await.context("control stream")?;
+    let len = u16::from_be_bytes(len) as usize;
+    if len == 0 || len > wire::MAX_CONTROL_FRAME {
+        return Err(anyhow!("bad control frame length {len}"));
+    }
+    let mut buf = vec![0u8; len];
+    recv.read_exact(&mut buf).await?;
+    Ok(wire::decode_control(&buf)?)
+}
+
+/// Load `edge.toml` (used by main for exit-code mapping).
+pub fn load(path: &Path) -> Result<EdgeConfig, crate::config::ConfigError> {
+    crate::config::load_edge(path)
+}

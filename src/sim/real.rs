@@ -1,0 +1,208 @@
+//! `braid sim` in real time: the real relay, the real edge (test source) and the
+//! userspace emulator in this process, over QUIC on loopback. Links are told apart
+//! by source address 127.0.0.11, .12, ... . Takes as long as the scenario.
+
+use super::emulator::{EmuLink, Emulator, EmulatorConfig};
+use super::scenario::{FailoverEvent, LatencySummary, LinkReport, Scenario, SimReport};
+use crate::config;
+use crate::core::sender::SenderEvent;
+use crate::core::wire::{TS_PACKET, TS_PER_DATAGRAM};
+use crate::edge::{self, EdgeOptions, MediaSource, TestSource};
+use crate::relay::{self, RelayOptions};
+use crate::transport::tls;
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+fn temp_dir() -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!(
+        "braid-sim-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// Run `sc` for real. Returns the same report as the virtual harness.
+pub async fn run(sc: &Scenario) -> Result<SimReport> {
+    let dir = temp_dir()?;
+    let relay_fp = tls::write_identity(&dir, "relay")?;
+    let dev_fp = tls::write_identity(&dir, "device")?;
+    let latency_ms = sc.latency.as_millis();
+    let relay_toml = format!(
+        "[relay]\nlisten = \"127.0.0.1:0\"\ncert = \"relay.crt\"\nkey = \"relay.key\"\nlatency_ms = {latency_ms}\n\
+         [stats]\nlisten = \"127.0.0.1:0\"\n\
+         [[device]]\nid = \"sim\"\nfingerprint = \"{}\"\n[[device.output]]\nkind = \"udp\"\naddress = \"127.0.0.1:9\"\n",
+        tls::format_fingerprint(&dev_fp)
+    );
+    let rcfg = config::parse_relay(&relay_toml, &dir.join("relay.toml"))?;
+    let (tap_tx, mut tap_rx) = mpsc::unbounded_channel();
+    let relay = relay::start(
+        rcfg,
+        RelayOptions {
+            release_tap: Some(tap_tx),
+        },
+    )
+    .await
+    .context("starting relay")?;
+
+    let emu_links: Vec<EmuLink> = sc
+        .links
+        .iter()
+        .enumerate()
+        .map(|(i, l)| EmuLink {
+            source_ip: format!("127.0.0.{}", 11 + i).parse().expect("ip"),
+            name: l.name.clone(),
+            up: l.up.clone(),
+            down: l.down.clone(),
+        })
+        .collect();
+    let emu = Emulator::start(
+        EmulatorConfig {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            relay: relay.local_addr(),
+            links: emu_links,
+            pass_unknown: false,
+        },
+        None,
+    )
+    .await
+    .context("starting emulator")?;
+    let t0 = emu.epoch();
+
+    let mut edge_toml = format!(
+        "[device]\nid = \"sim\"\ncert = \"device.crt\"\nkey = \"device.key\"\n\
+         [relay]\naddress = \"{}\"\nfingerprint = \"{}\"\nlatency_ms = {latency_ms}\n\
+         [input]\nkind = \"test\"\nrate_kbps = {}\n[stats]\nenabled = false\n",
+        emu.local_addr(),
+        tls::format_fingerprint(&relay_fp),
+        (sc.input_bps / 1000.0).round() as u64
+    );
+    for (i, l) in sc.links.iter().enumerate() {
+        edge_toml += &format!(
+            "[[link]]\nname = \"{}\"\nbind = \"127.0.0.{}\"\n",
+            l.name,
+            11 + i
+        );
+    }
+    let ecfg = config::parse_edge(&edge_toml, &dir.join("edge.toml"))?;
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    let source: Box<dyn MediaSource> = Box::new(TestSource {
+        rate_bps: sc.input_bps as u64,
+    });
+    let edge = edge::start_with_source(
+        ecfg,
+        source,
+        EdgeOptions {
+            events: Some(ev_tx),
+        },
+    )
+    .await
+    .context("starting edge")?;
+    let edge_epoch = edge.epoch();
+    // Media starts with the edge; wait for the scenario to elapse, then for the last
+    // packets to be released.
+    tokio::time::sleep(sc.duration).await;
+    let offered_stats = edge.stats();
+    let offered = offered_stats.sender.media_packets_in;
+    tokio::time::sleep(sc.latency + Duration::from_millis(500)).await;
+    let rstats = relay.stats().await;
+    let estats = edge.stats();
+    edge.shutdown().await;
+    let emu_stats = emu.shutdown().await?;
+    relay.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let budget = sc.latency + Duration::from_millis(1);
+    let mut on_time = 0u64;
+    let mut lat = Vec::new();
+    let mut last: Option<Instant> = None;
+    let mut max_gap = Duration::ZERO;
+    let mut released = 0u64;
+    while let Ok(r) = tap_rx.try_recv() {
+        let ingest = edge_epoch + Duration::from_micros(r.send_time_us);
+        if r.seq >= offered {
+            continue; // ingested after the measured window
+        }
+        released += 1;
+        let l = r.at.saturating_duration_since(ingest);
+        if l <= budget {
+            on_time += 1;
+        }
+        lat.push(l.as_secs_f64() * 1e3);
+        if let Some(p) = last {
+            max_gap = max_gap.max(r.at.saturating_duration_since(p));
+        }
+        last = Some(r.at);
+    }
+    let mut events = Vec::new();
+    while let Ok(e) = ev_rx.try_recv() {
+        let (link, at, what) = match e {
+            SenderEvent::LinkDown { link, at, reason } => (link, at, format!("down ({reason})")),
+            SenderEvent::LinkUp { link, at } => (link, at, "up".to_string()),
+        };
+        events.push(FailoverEvent {
+            t_s: at.saturating_duration_since(t0).as_secs_f64(),
+            link: sc.links[link as usize].name.clone(),
+            event: what,
+        });
+    }
+    let session = rstats.sessions.first();
+    let mut first = vec![0u64; sc.links.len()];
+    let (late, dups) = session.map_or((0, 0), |s| (s.receiver.late, s.receiver.duplicates));
+    if let Some(s) = session {
+        for l in &s.receiver.links {
+            if let Some(f) = first.get_mut(l.id as usize) {
+                *f = l.media_first;
+            }
+        }
+    }
+    let total_first = first.iter().sum::<u64>().max(1);
+    let wire: u64 = emu_stats
+        .links
+        .iter()
+        .map(|l| l.up.bytes_in + l.down.bytes_in)
+        .sum();
+    let payload = (TS_PACKET * TS_PER_DATAGRAM) as u64;
+    let bound = sc.bound_bps(sc.latency);
+    Ok(SimReport {
+        scenario: sc.name.clone(),
+        mode: "real".into(),
+        duration_s: sc.duration.as_secs_f64(),
+        input_bps: sc.input_bps,
+        budget_ms: sc.latency.as_secs_f64() * 1e3,
+        offered,
+        ts_packets_offered: offered * TS_PER_DATAGRAM as u64,
+        delivered_on_time: on_time,
+        delivered_late: late + (released - on_time),
+        lost: offered.saturating_sub(released),
+        duplicated: dups,
+        on_time_fraction: on_time as f64 / offered.max(1) as f64,
+        latency: LatencySummary::from_ms(lat),
+        goodput_bps: on_time as f64 * payload as f64 * 8.0 / sc.duration.as_secs_f64(),
+        capacity_bps: sc.capacity_bps(),
+        bound_bps: bound,
+        input_fraction_of_bound: bound.map(|b| sc.input_bps / b),
+        wire_overhead: wire as f64 / (offered * payload).max(1) as f64,
+        max_output_gap_ms: max_gap.as_secs_f64() * 1e3,
+        links: estats
+            .sender
+            .links
+            .iter()
+            .map(|l| LinkReport {
+                name: sc.links[l.id as usize].name.clone(),
+                share: first[l.id as usize] as f64 / total_first as f64,
+                datagrams_sent: l.datagrams_sent,
+                bytes_sent: l.bytes_sent,
+                retransmits_sent: l.retransmits_sent,
+                duplicates_sent: l.duplicates_sent,
+                probes_sent: l.probes_sent,
+                downs: l.downs,
+            })
+            .collect(),
+        failover_events: events,
+        edge: serde_json::to_value(&estats).unwrap_or_default(),
+    })
+}
