@@ -527,9 +527,10 @@ impl Sender {
             if link.probe_acks >= self.cfg.probes_to_recover {
                 link.state = LinkState::Up;
                 link.probe_acks = 0;
-                // Come back carefully: capacity is unknown after an outage.
+                // Come back carefully: capacity after an outage is unknown; half the
+                // last estimate (at least the initial guess) is the starting point.
                 link.rate_samples.clear();
-                link.rate = INITIAL_RATE;
+                link.rate = (link.rate / 2.0).max(INITIAL_RATE);
                 self.events
                     .push_back(SenderEvent::LinkUp { link: id, at: now });
             }

@@ -270,12 +270,18 @@ pub async fn start_with_source(
                             _ = sd.changed() => return,
                             ev = rx.recv() => {
                                 let Some(ev) = ev else { return };
-                                if let netwatch::NetEvent::Down { name } = &ev {
-                                    for (_, lname, bind, kick) in &kicks {
-                                        if matches!(bind, LinkBind::Interface(i) if i == name) {
-                                            tracing::warn!(link = %lname, interface = %name, "interface down: dropping link now");
-                                            kick.send_modify(|k| *k += 1);
-                                        }
+                                // Down: the link's packets in flight are lost, act now.
+                                // Address change: the old path is gone, reconnect now
+                                // rather than wait for the idle timeout.
+                                let (name, why) = match &ev {
+                                    netwatch::NetEvent::Down { name } => (name, "interface down"),
+                                    netwatch::NetEvent::AddrChanged { name, .. } => (name, "address changed"),
+                                    netwatch::NetEvent::Up { .. } => continue,
+                                };
+                                for (_, lname, bind, kick) in &kicks {
+                                    if matches!(bind, LinkBind::Interface(i) if i == name) {
+                                        tracing::warn!(link = %lname, interface = %name, "{why}: dropping link now");
+                                        kick.send_modify(|k| *k += 1);
                                     }
                                 }
                             }
@@ -567,8 +573,8 @@ impl LinkTask {
                         continue;
                     }
                     if *kick.borrow() != kicked {
-                        conn.close(0u32.into(), b"interface down");
-                        return Err(anyhow!("interface down"));
+                        conn.close(0u32.into(), b"interface change");
+                        return Err(anyhow!("interface down or address changed"));
                     }
                 }
                 d = conn.read_datagram() => {

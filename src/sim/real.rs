@@ -121,6 +121,7 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
     let mut last: Option<Instant> = None;
     let mut max_gap = Duration::ZERO;
     let mut released = 0u64;
+    let mut after_budget = 0u64;
     while let Ok(r) = tap_rx.try_recv() {
         let ingest = edge_epoch + Duration::from_micros(r.send_time_us);
         if r.seq >= offered {
@@ -130,6 +131,8 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
         let l = r.at.saturating_duration_since(ingest);
         if l <= budget {
             on_time += 1;
+        } else {
+            after_budget += 1;
         }
         lat.push(l.as_secs_f64() * 1e3);
         if let Some(p) = last {
@@ -160,6 +163,11 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
         }
     }
     let total_first = first.iter().sum::<u64>().max(1);
+    tracing::info!(
+        relay_late = late,
+        released_after_budget = after_budget,
+        "late packets: arrived after release vs released after the budget"
+    );
     let wire: u64 = emu_stats
         .links
         .iter()
