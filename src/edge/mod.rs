@@ -158,6 +158,7 @@ pub struct EdgeOptions {
 
 pub struct EdgeHandle {
     epoch: Instant,
+    stats_addr: Option<SocketAddr>,
     stats: Arc<Mutex<EdgeStats>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -167,6 +168,10 @@ impl EdgeHandle {
     /// Time zero of `send_time_us` in this edge's media headers.
     pub fn epoch(&self) -> Instant {
         self.epoch
+    }
+    /// Where the stats HTTP endpoint listens (useful with port 0), if enabled.
+    pub fn stats_addr(&self) -> Option<SocketAddr> {
+        self.stats_addr
     }
     pub fn stats(&self) -> EdgeStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
@@ -313,6 +318,7 @@ pub async fn start_with_source(
         shutdown_rx.clone(),
     )));
 
+    let mut stats_addr = None;
     if let Some(listen) = cfg.stats_listen {
         let st = stats.clone();
         let router = axum::Router::new().route(
@@ -324,6 +330,7 @@ pub async fn start_with_source(
         );
         let mut sd = shutdown_rx.clone();
         let listener = crate::system::http::bind(listen).await?;
+        stats_addr = Some(listener.local_addr()?);
         tasks.push(tokio::spawn(async move {
             let _ = crate::system::http::serve_on(listener, router, async move {
                 let _ = sd.changed().await;
@@ -333,6 +340,7 @@ pub async fn start_with_source(
     }
     Ok(EdgeHandle {
         epoch,
+        stats_addr,
         stats,
         shutdown: shutdown_tx,
         tasks,
