@@ -38,7 +38,17 @@ pub trait MediaSource: Send + 'static {
 
 /// MPEG-TS over UDP from an external encoder (e.g. ffmpeg `-f mpegts udp://...`).
 pub struct UdpSource {
-    pub listen: SocketAddr,
+    socket: std::net::UdpSocket,
+}
+
+impl UdpSource {
+    /// Binds now, so a taken or invalid address fails the start, not silently later.
+    pub fn bind(listen: SocketAddr) -> Result<UdpSource> {
+        let socket = std::net::UdpSocket::bind(listen)
+            .with_context(|| format!("input: cannot listen on udp {listen}"))?;
+        socket.set_nonblocking(true)?;
+        Ok(UdpSource { socket })
+    }
 }
 
 impl MediaSource for UdpSource {
@@ -48,10 +58,10 @@ impl MediaSource for UdpSource {
         mut shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let sock = match tokio::net::UdpSocket::bind(self.listen).await {
+            let sock = match tokio::net::UdpSocket::from_std(self.socket) {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!(listen = %self.listen, "input: cannot bind: {e}");
+                    tracing::error!("input: {e}");
                     return;
                 }
             };
@@ -184,18 +194,18 @@ impl EdgeHandle {
     }
 }
 
-fn source_for(cfg: &InputConfig) -> Box<dyn MediaSource> {
-    match cfg {
-        InputConfig::Udp { listen } => Box::new(UdpSource { listen: *listen }),
+fn source_for(cfg: &InputConfig) -> Result<Box<dyn MediaSource>> {
+    Ok(match cfg {
+        InputConfig::Udp { listen } => Box::new(UdpSource::bind(*listen)?),
         InputConfig::Test { rate_bps } => Box::new(TestSource {
             rate_bps: *rate_bps,
         }),
-    }
+    })
 }
 
 /// Start the edge with its configured source.
 pub async fn start(cfg: EdgeConfig, opts: EdgeOptions) -> Result<EdgeHandle> {
-    let source = source_for(&cfg.input);
+    let source = source_for(&cfg.input)?;
     start_with_source(cfg, source, opts).await
 }
 
@@ -375,6 +385,7 @@ impl CoreTask {
     ) {
         let mut classify = Classifier::new();
         let mut stats_tick = tokio::time::interval(Duration::from_millis(100));
+        let mut media_open = true;
         loop {
             let timeout = self.sender.poll_timeout();
             let sleep = async {
@@ -390,7 +401,7 @@ impl CoreTask {
                     Some(m) => self.on_link(m),
                     None => break,
                 },
-                m = media.recv() => match m {
+                m = media.recv(), if media_open => match m {
                     Some((at, g)) => {
                         let flags = classify.classify(&g);
                         self.sender.push_media(at, &g, flags);
@@ -399,7 +410,12 @@ impl CoreTask {
                             st.first_packet_after_s = Some(at.duration_since(self.epoch).as_secs_f64());
                         }
                     }
-                    None => break,
+                    None => {
+                        // The source ended: keep serving links (repairs in flight,
+                        // stats) until shutdown.
+                        tracing::warn!("media source ended");
+                        media_open = false;
+                    }
                 },
                 _ = sleep => {
                     self.sender.handle_timeout(Instant::now());
