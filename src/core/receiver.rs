@@ -239,7 +239,7 @@ pub struct Receiver {
 const STATUS_WINDOW: usize = 16_384;
 /// Timers in the driver may wake up to a couple of milliseconds late; releases are
 /// scheduled this much early so the output is never later than the latency.
-pub const RELEASE_EARLY: Duration = Duration::from_millis(2);
+pub const RELEASE_EARLY: Duration = Duration::from_millis(5);
 
 impl Receiver {
     pub fn new(cfg: ReceiverConfig, now: Instant) -> Self {
@@ -651,9 +651,9 @@ mod tests {
             Err(Refused::WrongSession)
         );
         // offset = 30 ms (no RTT known): release at send + 30 + 200 - RELEASE_EARLY.
-        rx.handle_timeout(t0 + ms(227));
+        rx.handle_timeout(t0 + ms(224));
         assert!(rx.poll_output().is_none());
-        rx.handle_timeout(t0 + ms(228));
+        rx.handle_timeout(t0 + ms(225));
         assert_eq!(rx.poll_output().unwrap().seq, 0);
         rx.handle_timeout(t0 + ms(270));
         let seqs: Vec<u64> = std::iter::from_fn(|| rx.poll_output())

@@ -89,8 +89,14 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
     }
     let ecfg = config::parse_edge(&edge_toml, &dir.join("edge.toml"))?;
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-    let source: Box<dyn MediaSource> = Box::new(TestSource {
-        rate_bps: sc.input_bps as u64,
+    // Media starts once every link has joined: the report measures the bonded
+    // transport, not the handshakes (start-up time is reported separately).
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let source: Box<dyn MediaSource> = Box::new(GatedSource {
+        go: go_rx,
+        inner: TestSource {
+            rate_bps: sc.input_bps as u64,
+        },
     });
     let edge = edge::start_with_source(
         ecfg,
@@ -102,6 +108,13 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
     .await
     .context("starting edge")?;
     let edge_epoch = edge.epoch();
+    let wait_start = Instant::now();
+    while !edge.stats().links.iter().all(|l| l.connected)
+        && wait_start.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = go_tx.send(true);
     // Media starts with the edge; wait for the scenario to elapse, then for the last
     // packets to be released.
     tokio::time::sleep(sc.duration).await;
@@ -173,6 +186,16 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
         .iter()
         .map(|l| l.up.bytes_in + l.down.bytes_in)
         .sum();
+    for l in &emu_stats.links {
+        tracing::info!(
+            link = %l.name,
+            up_packets = l.up.packets_in,
+            up_bytes = l.up.bytes_in,
+            down_packets = l.down.packets_in,
+            down_bytes = l.down.bytes_in,
+            "emulator link totals"
+        );
+    }
     let payload = (TS_PACKET * TS_PER_DATAGRAM) as u64;
     let bound = sc.bound_bps(sc.latency);
     Ok(SimReport {
@@ -213,4 +236,26 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
         failover_events: events,
         edge: serde_json::to_value(&estats).unwrap_or_default(),
     })
+}
+
+/// Holds a source back until `go` turns true.
+struct GatedSource {
+    go: tokio::sync::watch::Receiver<bool>,
+    inner: TestSource,
+}
+
+impl MediaSource for GatedSource {
+    fn spawn(
+        self: Box<Self>,
+        out: mpsc::Sender<(Instant, Vec<u8>)>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let GatedSource { mut go, inner } = *self;
+        tokio::spawn(async move {
+            if go.wait_for(|g| *g).await.is_err() {
+                return;
+            }
+            let _ = Box::new(inner).spawn(out, shutdown).await;
+        })
+    }
 }

@@ -135,6 +135,16 @@ pub fn transport_config() -> TransportConfig {
             IdleTimeout::try_from(IDLE_TIMEOUT).expect("10 s is a valid idle timeout"),
         ))
         .congestion_controller_factory(Arc::new(AppPacedFactory::default()));
+    // Media datagrams are never retransmitted by QUIC and Braid acknowledges them in
+    // its own reports, so QUIC's ACKs only serve RTT and keep-alive: ask the peer
+    // (ACK frequency extension, draft-ietf-quic-ack-frequency) to acknowledge every
+    // 10th packet or after 25 ms, and not to hurry for reordering. This takes the
+    // ACK-only packets from one per two datagrams to one per ten (wire overhead).
+    let mut ack = quinn::AckFrequencyConfig::default();
+    ack.ack_eliciting_threshold(quinn::VarInt::from_u32(9))
+        .max_ack_delay(Some(Duration::from_millis(25)))
+        .reordering_threshold(quinn::VarInt::from_u32(0));
+    t.ack_frequency_config(Some(ack));
     t
 }
 
