@@ -3,7 +3,7 @@
 # from many in-process edges (`braid loadgen`, pinned to another core) over QUIC on
 # loopback, no emulation. Prints ONE JSON object on stdout (progress on stderr).
 #
-# Builds nothing: uses target/release/braid (or $BRAID).
+# Builds nothing: uses target/release/braid (or $BRAID; $RELAY_BRAID for the relay).
 #
 # Environment (defaults in brackets):
 #   SESSIONS [50]  LINKS [2]  RATE [10M] per session  DURATION [20] s measured
@@ -31,6 +31,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BRAID="${BRAID:-$ROOT/target/release/braid}"
+# Binary for the relay only (A/B comparisons of relay builds); default $BRAID.
+RELAY_BRAID="${RELAY_BRAID:-$BRAID}"
 SESSIONS="${SESSIONS:-50}"
 LINKS="${LINKS:-2}"
 RATE="${RATE:-10M}"
@@ -108,7 +110,7 @@ prio() {
     [[ "$(ps -o sid= -p "$1" | tr -d ' ')" == "$1" ]] || { echo "bench-relay: $1 has no session of its own; not renicing" >&2; return 0; }
     echo "$NICE" >"/proc/$1/autogroup" 2>/dev/null || echo "bench-relay: cannot set autogroup nice of $1" >&2
 }
-RUST_LOG="${RUST_LOG:-warn}" setsid nice -n "$NICE" taskset -c "$RELAY_CPU" "$BRAID" relay --config "$DIR/relay.toml" 2>"$DIR/relay.log" &
+RUST_LOG="${RUST_LOG:-warn}" setsid nice -n "$NICE" taskset -c "$RELAY_CPU" "$RELAY_BRAID" relay --config "$DIR/relay.toml" 2>"$DIR/relay.log" &
 RELAY_PID=$!
 prio "$RELAY_PID"
 for _ in $(seq 100); do
