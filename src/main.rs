@@ -73,6 +73,11 @@ enum Cmd {
         #[arg(long)]
         name: String,
     },
+    /// Load generator: many edges against a relay in another process (CPU per Gbit).
+    Loadgen {
+        #[command(subcommand)]
+        cmd: braid::sim::loadgen::LoadgenCmd,
+    },
 }
 
 fn init_logs(default: &str) {
@@ -187,6 +192,10 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
             let fp = braid::transport::tls::write_identity(&dir, &name)?;
             println!("{}", braid::transport::tls::format_fingerprint(&fp));
             Ok(())
+        }
+        Cmd::Loadgen { cmd } => {
+            init_logs("warn");
+            braid::sim::loadgen::cli(cmd).await
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod bound;
 pub mod emulator;
 pub mod linkmodel;
+pub mod loadgen;
 pub mod real;
 pub mod scenario;
 pub mod trace;
