@@ -121,12 +121,18 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
     let mut last: Option<Instant> = None;
     let mut max_gap = Duration::ZERO;
     let mut released = 0u64;
+    let mut out_of_order = 0u64;
+    let mut highest_out: Option<u64> = None;
     while let Ok(r) = tap_rx.try_recv() {
         let ingest = edge_epoch + Duration::from_micros(r.send_time_us);
         if r.seq >= offered {
             continue; // ingested after the measured window
         }
         released += 1;
+        if highest_out.is_some_and(|h| r.seq <= h) {
+            out_of_order += 1;
+        }
+        highest_out = highest_out.max(Some(r.seq));
         let l = r.at.saturating_duration_since(ingest);
         if l <= budget {
             on_time += 1;
@@ -163,7 +169,10 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
     let wire: u64 = emu_stats
         .links
         .iter()
-        .map(|l| l.up.bytes_in + l.down.bytes_in)
+        .map(|l| {
+            // UDP payloads as seen by the emulator, plus UDP/IPv4 headers.
+            l.up.bytes_in + l.down.bytes_in + 28 * (l.up.packets_in + l.down.packets_in)
+        })
         .sum();
     let payload = (TS_PACKET * TS_PER_DATAGRAM) as u64;
     let bound = sc.bound_bps(sc.latency);
@@ -187,6 +196,7 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
         input_fraction_of_bound: bound.map(|b| sc.input_bps / b),
         wire_overhead: wire as f64 / (offered * payload).max(1) as f64,
         max_output_gap_ms: max_gap.as_secs_f64() * 1e3,
+        out_of_order_outputs: out_of_order,
         links: estats
             .sender
             .links
