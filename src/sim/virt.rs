@@ -359,3 +359,17 @@ fn add_stats(acc: &mut LinkModelStats, s: LinkModelStats) {
     acc.dropped_outage_packets += s.dropped_outage_packets;
     acc.dropped_outage_bytes += s.dropped_outage_bytes;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::trace::traces_dir;
+
+    #[test]
+    fn dev_scenario_5mbps_meets_999_within_500ms() {
+        let sc = Scenario::dev(&traces_dir(), 5e6).expect("traces");
+        let r = run(&sc, Instant::now());
+        eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
+        assert!(r.on_time_fraction >= 0.999, "{}", r.on_time_fraction);
+    }
+}
