@@ -120,6 +120,8 @@ struct RxLink {
     unreported: bool,
     last_report: Option<Instant>,
     rtt: Option<Duration>,
+    /// Smallest (arrival − send_time) of media on this link, µs.
+    min_transit_us: Option<i64>,
     stats: RxLinkStats,
 }
 
@@ -134,6 +136,7 @@ impl RxLink {
             unreported: false,
             last_report: None,
             rtt: None,
+            min_transit_us: None,
             stats: RxLinkStats {
                 id,
                 ..Default::default()
@@ -229,7 +232,8 @@ pub struct Receiver {
     window: VecDeque<bool>,
     window_base: u64,
     offset_us: Option<i64>,
-    min_owd_us: Option<i64>,
+    /// Edge clock -> relay clock offset estimate, µs (see `update_clock`).
+    clock_us: Option<i64>,
     out: VecDeque<Released>,
     feedback: VecDeque<(LinkId, Bytes)>,
     last_summary: Instant,
@@ -254,7 +258,7 @@ impl Receiver {
             window: VecDeque::new(),
             window_base: 0,
             offset_us: None,
-            min_owd_us: None,
+            clock_us: None,
             out: VecDeque::new(),
             feedback: VecDeque::new(),
             last_summary: now,
@@ -286,20 +290,29 @@ impl Receiver {
     }
 
     /// The driver's RTT estimate for a link.
-    /// Creates the link if it is new; the session keeps the smallest RTT it has seen
-    /// on any link, so release times do not jump when the fastest link leaves.
+    /// Creates the link if it is new. See [`Receiver::update_clock`].
     pub fn handle_rtt(&mut self, now: Instant, id: LinkId, rtt: Duration) {
         let l = self.link_mut(now, id);
         l.rtt = Some(rtt);
         l.stats.rtt_ms = Some(rtt.as_secs_f64() * 1e3);
-        let owd = (rtt.as_micros() / 2) as i64;
-        if self.min_owd_us.is_none_or(|m| owd < m) {
-            self.min_owd_us = Some(owd);
-        }
+        self.update_clock(id);
     }
 
-    fn min_owd_us(&self) -> i64 {
-        self.min_owd_us.unwrap_or(0)
+    /// The edge clock's offset, estimated per link as its smallest transit minus half
+    /// its RTT (RTT is measured with small packets, so a slow link's serialisation
+    /// delay inflates its transit but not its RTT), and kept as the smallest estimate
+    /// any link ever gave: the fastest path errs least, release times never jump
+    /// later when links come and go, and an error makes releases early, not late.
+    fn update_clock(&mut self, id: LinkId) {
+        let Some(l) = self.links.iter().find(|l| l.id == id) else {
+            return;
+        };
+        if let (Some(t), Some(r)) = (l.min_transit_us, l.rtt) {
+            let c = t - (r.as_micros() / 2) as i64;
+            if self.clock_us.is_none_or(|m| c < m) {
+                self.clock_us = Some(c);
+            }
+        }
     }
 
     fn us(&self, t: Instant) -> i64 {
@@ -307,9 +320,10 @@ impl Receiver {
     }
 
     fn release_at(&self, send_time_us: u64) -> Instant {
-        let offset = self.offset_us.unwrap_or(0);
-        let t = send_time_us as i64 + offset - self.min_owd_us()
-            + self.cfg.latency.as_micros() as i64
+        // Before any RTT is known: the smallest transit seen (releases a little late
+        // rather than not at all).
+        let clock = self.clock_us.or(self.offset_us).unwrap_or(0);
+        let t = send_time_us as i64 + clock + self.cfg.latency.as_micros() as i64
             - RELEASE_EARLY.as_micros() as i64;
         self.epoch + Duration::from_micros(t.max(0) as u64)
     }
@@ -366,6 +380,11 @@ impl Receiver {
         let d_us = self.us(now) - header.send_time_us as i64;
         if self.offset_us.is_none_or(|o| d_us < o) {
             self.offset_us = Some(d_us);
+        }
+        let l = self.link_mut(now, link);
+        if l.min_transit_us.is_none_or(|o| d_us < o) {
+            l.min_transit_us = Some(d_us);
+            self.update_clock(link);
         }
         if let Some(next) = self.next_release {
             if seq < next {

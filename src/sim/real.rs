@@ -135,12 +135,18 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
     let mut max_gap = Duration::ZERO;
     let mut released = 0u64;
     let mut after_budget = 0u64;
+    let mut out_of_order = 0u64;
+    let mut highest_out: Option<u64> = None;
     while let Ok(r) = tap_rx.try_recv() {
         let ingest = edge_epoch + Duration::from_micros(r.send_time_us);
         if r.seq >= offered {
             continue; // ingested after the measured window
         }
         released += 1;
+        if highest_out.is_some_and(|h| r.seq <= h) {
+            out_of_order += 1;
+        }
+        highest_out = highest_out.max(Some(r.seq));
         let l = r.at.saturating_duration_since(ingest);
         if l <= budget {
             on_time += 1;
@@ -181,11 +187,19 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
         released_after_budget = after_budget,
         "late packets: arrived after release vs released after the budget"
     );
-    let wire: u64 = emu_stats
+    // UDP payloads as seen by the emulator over the whole run, against every media
+    // byte the edge ingested in the run (the drain period included).
+    let wire_udp: u64 = emu_stats
         .links
         .iter()
         .map(|l| l.up.bytes_in + l.down.bytes_in)
         .sum();
+    let wire_packets: u64 = emu_stats
+        .links
+        .iter()
+        .map(|l| l.up.packets_in + l.down.packets_in)
+        .sum();
+    let ingested_bytes = estats.sender.media_bytes_in.max(1);
     for l in &emu_stats.links {
         tracing::info!(
             link = %l.name,
@@ -216,8 +230,10 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
         capacity_bps: sc.capacity_bps(),
         bound_bps: bound,
         input_fraction_of_bound: bound.map(|b| sc.input_bps / b),
-        wire_overhead: wire as f64 / (offered * payload).max(1) as f64,
+        wire_overhead: (wire_udp + 28 * wire_packets) as f64 / ingested_bytes as f64,
+        wire_overhead_udp: wire_udp as f64 / ingested_bytes as f64,
         max_output_gap_ms: max_gap.as_secs_f64() * 1e3,
+        out_of_order_outputs: out_of_order,
         links: estats
             .sender
             .links

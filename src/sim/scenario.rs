@@ -18,6 +18,28 @@ pub struct ScenarioLink {
     pub down: LinkParams,
 }
 
+/// What happens to a link's interface in a [`LinkEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEventKind {
+    /// The interface goes down (modem unplugged, connection closed): the edge calls
+    /// [`Sender::remove_link`](crate::core::sender::Sender::remove_link), the relay
+    /// forgets the link, and whatever is queued or in flight on it is gone.
+    Remove,
+    /// The interface comes back with a new connection: the edge calls
+    /// [`Sender::add_link`](crate::core::sender::Sender::add_link) and the relay learns
+    /// its RTT again.
+    Add,
+}
+
+/// A scripted change of a link, `at` an offset from the start of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkEvent {
+    pub at: Duration,
+    /// Index into [`Scenario::links`].
+    pub link: usize,
+    pub kind: LinkEventKind,
+}
+
 /// A run: links, input rate, duration, budget.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -29,6 +51,9 @@ pub struct Scenario {
     /// Relay latency = the budget packets are judged against.
     pub latency: Duration,
     pub sender: SenderConfig,
+    /// Interfaces going down and coming back, in any order (the virtual-time harness
+    /// sorts them; the real-time run ignores them).
+    pub link_events: Vec<LinkEvent>,
 }
 
 /// The dev scenario's uplink traces (see ../shared/traces/README.md).
@@ -77,6 +102,7 @@ impl Scenario {
             duration: Duration::from_secs(120),
             latency: Duration::from_millis(500),
             sender: SenderConfig::default(),
+            link_events: Vec::new(),
         })
     }
 
@@ -104,6 +130,7 @@ impl Scenario {
             duration: Duration::from_secs(90),
             latency: Duration::from_millis(500),
             sender: SenderConfig::default(),
+            link_events: Vec::new(),
         }
     }
 
@@ -117,15 +144,177 @@ impl Scenario {
         Ok(s)
     }
 
+    /// "dev-long": the dev scenario over `duration` (the traces loop), with the traces
+    /// read from staggered offsets (Verizon from 0 s, T-Mobile from 70 s, AT&T from
+    /// 400 s) so the three links' bad patches do not line up as they do at t = 0, and
+    /// each loop of the 140-s LTE traces meets a different part of the 1012-s AT&T
+    /// drive. Models a long event (a match, a concert) on three LTE modems.
+    pub fn dev_long(
+        dir: &Path,
+        input_bps: f64,
+        duration: Duration,
+    ) -> Result<Scenario, TraceError> {
+        let mut s = Scenario::dev(dir, input_bps)?;
+        s.name = "dev-long".into();
+        s.duration = duration;
+        for (l, off) in s.links.iter_mut().zip([0u64, 70, 400]) {
+            l.up.trace_offset = Duration::from_secs(off);
+        }
+        Ok(s)
+    }
+
+    /// "weak-4g": a box in poor coverage while driving: only the T-Mobile UMTS uplink
+    /// and the AT&T LTE uplink recorded on a drive (each about 0.9 Mbit/s mean, with
+    /// outages of several seconds on both and long near-dead stretches on AT&T),
+    /// 60 ms one-way, for `duration` from 1 s into both traces (both recordings begin
+    /// with 0.6-0.8 s of nothing, which no budget survives).
+    pub fn weak_4g(dir: &Path, input_bps: f64, duration: Duration) -> Result<Scenario, TraceError> {
+        let mut links = Vec::new();
+        for (i, t) in ["TMobile-UMTS-driving.up", "ATT-LTE-driving.up"]
+            .iter()
+            .enumerate()
+        {
+            let tr = Arc::new(Trace::load(dir.join(t))?);
+            let mut l = link(
+                t.trim_end_matches(".up"),
+                Some(tr),
+                Duration::from_millis(60),
+                i as u64 + 1,
+            );
+            l.up.trace_offset = Duration::from_secs(1);
+            links.push(l);
+        }
+        Ok(Scenario {
+            name: "weak-4g".into(),
+            links,
+            input_bps,
+            duration,
+            latency: Duration::from_millis(500),
+            sender: SenderConfig::default(),
+            link_events: Vec::new(),
+        })
+    }
+
+    /// "modem-unplugged": three constant 4 Mbit/s links at 40 ms, 6 Mbit/s input; the
+    /// USB modem of link 0 (the one the scheduler loads most when all are equal) is
+    /// pulled at 30 s (the interface disappears: [`LinkEventKind::Remove`]) and plugged
+    /// back at 60 s ([`LinkEventKind::Add`], a new connection), 90 s in all. Unlike
+    /// `failover-clean` the edge is told at once instead of detecting silence.
+    pub fn modem_unplugged() -> Scenario {
+        let mut s = Scenario::constant_links("modem-unplugged", 3, 4e6, 40, 6e6);
+        s.duration = Duration::from_secs(90);
+        s.link_events = vec![
+            LinkEvent {
+                at: Duration::from_secs(30),
+                link: 0,
+                kind: LinkEventKind::Remove,
+            },
+            LinkEvent {
+                at: Duration::from_secs(60),
+                link: 0,
+                kind: LinkEventKind::Add,
+            },
+        ];
+        s
+    }
+
+    /// "lossy-links": three constant 10 Mbit/s links at 40 ms with `loss` independent
+    /// random loss on every uplink (radio losses the link layer did not recover),
+    /// 4 Mbit/s input, 60 s: capacity is plentiful, so only ARQ decides the outcome.
+    pub fn lossy_links(loss: f64) -> Scenario {
+        let mut s = Scenario::constant_links("lossy-links", 3, 10e6, 40, 4e6);
+        for l in &mut s.links {
+            l.up.loss = loss;
+        }
+        s
+    }
+
+    /// "mixed-delay": a close LTE cell (3 Mbit/s, 20 ms one-way) bonded with a far,
+    /// wide link (10 Mbit/s, 200 ms one-way, as a satellite terminal or a 3G cell with
+    /// a deep buffer), 5 Mbit/s input, 60 s. The input does not fit the fast link, so
+    /// the relay constantly receives later seqs on the fast link before earlier ones on
+    /// the slow one: the reorder buffer must put them back in order.
+    pub fn mixed_delay() -> Scenario {
+        let mut s = Scenario::constant_links("mixed-delay", 2, 3e6, 20, 5e6);
+        s.links[0].name = "near-3m-20ms".into();
+        let slow = Arc::new(Trace::constant(10e6));
+        s.links[1] = link("far-10m-200ms", Some(slow), Duration::from_millis(200), 2);
+        s
+    }
+
+    /// "ideal-links": three lossless links of unlimited capacity at 40 ms one-way,
+    /// 5 Mbit/s input, 60 s: what the protocol itself costs on the wire.
+    pub fn ideal_links() -> Scenario {
+        let mut s = Scenario::constant_links("ideal-links", 3, 0.0, 40, 5e6);
+        s.input_bps = 5e6;
+        s
+    }
+
+    /// `n` links of constant `bps` uplink capacity (0: unlimited) and `delay_ms`
+    /// one-way both ways, lossless, `input_bps` input, 60 s, 500 ms budget.
+    pub fn constant_links(
+        name: &str,
+        n: usize,
+        bps: f64,
+        delay_ms: u64,
+        input_bps: f64,
+    ) -> Scenario {
+        let tr = (bps > 0.0).then(|| Arc::new(Trace::constant(bps)));
+        let links = (0..n)
+            .map(|i| {
+                let kind = if bps > 0.0 {
+                    format!("const{}m", bps / 1e6)
+                } else {
+                    "unlimited".into()
+                };
+                link(
+                    &format!("{kind}-{i}"),
+                    tr.clone(),
+                    Duration::from_millis(delay_ms),
+                    i as u64 + 1,
+                )
+            })
+            .collect();
+        Scenario {
+            name: name.into(),
+            links,
+            input_bps,
+            duration: Duration::from_secs(60),
+            latency: Duration::from_millis(500),
+            sender: SenderConfig::default(),
+            link_events: Vec::new(),
+        }
+    }
+
+    /// Names accepted by [`Scenario::preset`].
+    pub const PRESETS: [&'static str; 9] = [
+        "dev",
+        "dev-long",
+        "failover-clean",
+        "failover-real",
+        "weak-4g",
+        "modem-unplugged",
+        "lossy-links",
+        "mixed-delay",
+        "ideal-links",
+    ];
+
     pub fn preset(name: &str, input_bps: Option<f64>) -> Result<Scenario, String> {
         let dir = traces_dir();
         let r = match name {
             "dev" => Scenario::dev(&dir, input_bps.unwrap_or(5e6)),
+            "dev-long" => Scenario::dev_long(&dir, 4e6, Duration::from_secs(1200)),
             "failover-clean" => Ok(Scenario::failover_clean()),
             "failover-real" => Scenario::failover_real(&dir),
+            "weak-4g" => Scenario::weak_4g(&dir, 0.5e6, Duration::from_secs(300)),
+            "modem-unplugged" => Ok(Scenario::modem_unplugged()),
+            "lossy-links" => Ok(Scenario::lossy_links(0.02)),
+            "mixed-delay" => Ok(Scenario::mixed_delay()),
+            "ideal-links" => Ok(Scenario::ideal_links()),
             other => {
                 return Err(format!(
-                    "unknown scenario {other:?} (dev, failover-clean, failover-real)"
+                    "unknown scenario {other:?} ({})",
+                    Scenario::PRESETS.join(", ")
                 ))
             }
         };
@@ -136,28 +325,50 @@ impl Scenario {
         Ok(s)
     }
 
+    /// Each uplink trace with the offset it is read from (unlimited links: None).
+    fn uplink_traces(&self) -> Option<Vec<(Arc<Trace>, Duration)>> {
+        self.links
+            .iter()
+            .map(|l| l.up.trace.clone().map(|t| (t, l.up.trace_offset)))
+            .collect()
+    }
+
+    /// Merged opportunity times (ms from the start of the run) of all uplinks, each
+    /// read from its own trace offset.
+    fn merged_opportunities_ms(&self) -> Option<Vec<u64>> {
+        let traces = self.uplink_traces()?;
+        let mut v = Vec::new();
+        for (t, off) in traces {
+            v.extend(super::bound::merged_opportunities_ms(
+                &[t],
+                off,
+                self.duration,
+            ));
+        }
+        v.sort_unstable();
+        Some(v)
+    }
+
     /// Mean capacity of the uplink traces over the run, bit/s (unlimited links: None).
     pub fn capacity_bps(&self) -> Option<f64> {
         let traces = self.uplink_traces()?;
-        Some(super::bound::mean_capacity_bps(
-            &traces,
-            Duration::ZERO,
-            self.duration,
-        ))
-    }
-
-    fn uplink_traces(&self) -> Option<Vec<Arc<Trace>>> {
-        self.links.iter().map(|l| l.up.trace.clone()).collect()
+        let d = self.duration.as_millis() as u64;
+        Some(
+            traces
+                .iter()
+                .map(|(t, off)| t.capacity_bps(off.as_millis() as u64, d))
+                .sum(),
+        )
     }
 
     /// The highest constant rate a perfect merged pipe of the uplinks would carry with
     /// 99.9 % of 1316-byte packets within `budget` (../shared/traces/README.md).
+    /// Scripted outages and link events are not taken into account.
     pub fn bound_bps(&self, budget: Duration) -> Option<f64> {
-        let traces = self.uplink_traces()?;
+        let opps = self.merged_opportunities_ms()?;
         let delay = self.links.iter().map(|l| l.up.delay).min()?;
-        let pipe = PerfectPipe::from_traces(
-            &traces,
-            Duration::ZERO,
+        let pipe = PerfectPipe::new(
+            opps,
             self.duration,
             delay,
             1316,
@@ -237,10 +448,22 @@ pub struct SimReport {
     pub bound_bps: Option<f64>,
     /// input_bps / bound_bps
     pub input_fraction_of_bound: Option<f64>,
-    /// Bytes sent on all links (both directions, UDP payload) / media TS bytes.
+    /// Bytes put on all links in both directions, counted as IP packets (every media,
+    /// probe, report and NACK datagram including retransmissions and duplicates, plus
+    /// per datagram its QUIC short header, AEAD tag and DATAGRAM frame header and the
+    /// UDP/IPv4 headers), divided by the media TS bytes offered. Virtual mode adds
+    /// [`PER_DATAGRAM_OVERHEAD`](super::virt::PER_DATAGRAM_OVERHEAD) per datagram;
+    /// real mode counts the QUIC packets the emulator saw (so also handshakes, QUIC
+    /// ACKs and control streams) plus 28 bytes of UDP/IPv4 each.
     pub wire_overhead: f64,
+    /// The same counted as UDP payload (what Braid and QUIC put in datagrams,
+    /// without the 28 bytes of UDP/IPv4 headers per packet).
+    pub wire_overhead_udp: f64,
     /// Longest interval between two relay outputs after the first.
     pub max_output_gap_ms: f64,
+    /// Relay outputs whose seq was not above every seq output before (reordered or
+    /// duplicated output; the relay must output strictly in sequence order).
+    pub out_of_order_outputs: u64,
     pub links: Vec<LinkReport>,
     pub failover_events: Vec<FailoverEvent>,
     /// Edge counters for diagnosis.

@@ -1,14 +1,16 @@
 //! Virtual-time harness: the edge's [`Sender`] and the relay's [`Receiver`] joined by
 //! trace-driven [`LinkModel`]s, with no sockets and no clock. 120 simulated seconds
 //! of the dev scenario take well under a second, so unit tests and parameter sweeps
-//! run thousands of simulated seconds.
+//! run thousands of simulated seconds (see tests/virtual_time.rs).
 
-use super::linkmodel::LinkModel;
-use super::scenario::{FailoverEvent, LatencySummary, LinkReport, Scenario, SimReport};
-use crate::core::receiver::{Receiver, ReceiverConfig};
-use crate::core::sender::{LinkId, Sender, SenderConfig, SenderEvent};
+use super::linkmodel::{Enqueue, LinkModel, LinkModelStats};
+use super::scenario::{
+    FailoverEvent, LatencySummary, LinkEventKind, LinkReport, Scenario, SimReport,
+};
+use crate::core::receiver::{Receiver, ReceiverConfig, ReceiverStats};
+use crate::core::sender::{LinkId, Sender, SenderConfig, SenderEvent, SenderStats};
 use crate::core::ts::{Classifier, TestStream};
-use crate::core::wire::{TS_PACKET, TS_PER_DATAGRAM};
+use crate::core::wire::{self, Datagram, Flags, MediaHeader, TS_PACKET, TS_PER_DATAGRAM};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
@@ -16,8 +18,49 @@ use std::time::{Duration, Instant};
 /// header (3), plus IPv4 (20) and UDP (8): what each datagram costs on a link.
 pub const PER_DATAGRAM_OVERHEAD: usize = 30 + 28;
 
+/// Everything a virtual run observed: the report `braid sim` prints, and what tests
+/// check beyond it.
+#[derive(Debug, Clone)]
+pub struct VirtRun {
+    pub report: SimReport,
+    /// Media datagrams that reached the relay after one with a higher seq (first
+    /// copies and repairs alike): the reordering the reorder buffer had to undo.
+    pub arrivals_out_of_order: u64,
+    /// Retransmissions the edge sent although even the fastest present link could not
+    /// deliver them by their deadline (`now + min one-way propagation delay >
+    /// ingest + latency`). The sender must count such copies as `expired_unrepaired`
+    /// instead of sending them.
+    pub retransmits_past_deadline: u64,
+    /// Media copies (first, retransmit, duplicate) dropped by the uplink models at
+    /// entry: random loss, full queue or scripted outage.
+    pub media_dropped_on_entry: u64,
+    /// Datagrams the sender emitted on a link that was removed (must be zero).
+    pub transmits_on_absent_link: u64,
+    /// Media copies handed to each uplink in each second of the run: `[link][second]`.
+    pub media_sent_per_s: Vec<Vec<u64>>,
+    pub uplinks: Vec<LinkModelStats>,
+    pub downlinks: Vec<LinkModelStats>,
+    /// Sender events with their time since the start of the run.
+    pub events: Vec<(Duration, SenderEvent)>,
+    pub sender: SenderStats,
+    pub receiver: ReceiverStats,
+}
+
+/// The media header of a media datagram, if it is one.
+fn media_header(d: &Bytes) -> Option<MediaHeader> {
+    match wire::decode(d) {
+        Ok(Datagram::Media { header, .. }) => Some(header),
+        _ => None,
+    }
+}
+
 /// Run a scenario in virtual time. `epoch` is only a base for `Instant` arithmetic.
 pub fn run(sc: &Scenario, epoch: Instant) -> SimReport {
+    run_detailed(sc, epoch).report
+}
+
+/// Run a scenario in virtual time and keep what tests need beyond the report.
+pub fn run_detailed(sc: &Scenario, epoch: Instant) -> VirtRun {
     let session = 0x5157_u32;
     let scfg = SenderConfig {
         session,
@@ -33,18 +76,29 @@ pub fn run(sc: &Scenario, epoch: Instant) -> SimReport {
         },
         epoch,
     );
+    let n = sc.links.len();
     let mut ups: Vec<LinkModel<Bytes>> = Vec::new();
     let mut downs: Vec<LinkModel<Bytes>> = Vec::new();
+    let mut present = vec![true; n];
+    // Uplink stats of models discarded by `Remove`, added back at the end.
+    let mut retired_up = vec![LinkModelStats::default(); n];
+    let mut retired_down = vec![LinkModelStats::default(); n];
+    let rtt = |i: usize| sc.links[i].up.delay + sc.links[i].down.delay;
     for (i, l) in sc.links.iter().enumerate() {
         ups.push(LinkModel::new(l.up.clone(), epoch));
         downs.push(LinkModel::new(l.down.clone(), epoch));
         tx.add_link(epoch, i as LinkId);
-        rx.handle_rtt(epoch, i as LinkId, l.up.delay + l.down.delay);
+        rx.handle_rtt(epoch, i as LinkId, rtt(i));
     }
+    let mut link_events = sc.link_events.clone();
+    link_events.sort_by_key(|e| e.at);
+    let mut link_events = link_events.into_iter().peekable();
+
     let payload_bytes = TS_PACKET * TS_PER_DATAGRAM;
     let interval = Duration::from_secs_f64(payload_bytes as f64 * 8.0 / sc.input_bps);
     let end = epoch + sc.duration;
     let drain_end = end + sc.latency + Duration::from_secs(1);
+    let seconds = drain_end.duration_since(epoch).as_secs() as usize + 1;
     let mut stream = TestStream::new();
     let mut classify = Classifier::new();
     let pps = (sc.input_bps / 8.0 / TS_PACKET as f64) as u64;
@@ -53,11 +107,19 @@ pub fn run(sc: &Scenario, epoch: Instant) -> SimReport {
     let mut offered = 0u64;
     let mut on_time = 0u64;
     let mut latencies = Vec::new();
-    let mut last_out: Option<Instant> = None;
+    let mut last_out: Option<(Instant, u64)> = None;
     let mut max_gap = Duration::ZERO;
+    let mut out_of_order_outputs = 0u64;
     let mut wire_bytes = 0u64;
-    let mut first_share = vec![0u64; sc.links.len()];
+    let mut wire_datagrams = 0u64;
+    let mut highest_arrival: Option<u64> = None;
+    let mut arrivals_out_of_order = 0u64;
+    let mut retransmits_past_deadline = 0u64;
+    let mut media_dropped_on_entry = 0u64;
+    let mut transmits_on_absent_link = 0u64;
+    let mut media_sent_per_s = vec![vec![0u64; seconds]; n];
     let mut events = Vec::new();
+    let mut raw_events = Vec::new();
     let budget = sc.latency + Duration::from_millis(1);
 
     loop {
@@ -65,6 +127,9 @@ pub fn run(sc: &Scenario, epoch: Instant) -> SimReport {
         let mut next = drain_end;
         if next_media < end {
             next = next.min(next_media);
+        }
+        if let Some(e) = link_events.peek() {
+            next = next.min(epoch + e.at);
         }
         for t in [tx.poll_timeout(), rx.poll_timeout()].into_iter().flatten() {
             next = next.min(t);
@@ -79,15 +144,33 @@ pub fn run(sc: &Scenario, epoch: Instant) -> SimReport {
         }
         now = now.max(next);
 
-        if std::env::var("BRAID_DEBUG_AT")
-            .ok()
-            .and_then(|v| v.parse::<f64>().ok())
-            .is_some_and(|t| {
-                let e = now.duration_since(epoch).as_secs_f64();
-                e >= t && e < t + 0.002
-            })
-        {
-            eprintln!("t={:?}\n{}", now.duration_since(epoch), tx.debug_state(now));
+        while let Some(e) = link_events.next_if(|e| epoch + e.at <= now) {
+            let i = e.link;
+            let id = i as LinkId;
+            match e.kind {
+                LinkEventKind::Remove if present[i] => {
+                    present[i] = false;
+                    tx.remove_link(now, id);
+                    rx.remove_link(id);
+                    // The interface is gone with whatever was queued or in flight on it.
+                    let up = std::mem::replace(
+                        &mut ups[i],
+                        LinkModel::new(sc.links[i].up.clone(), epoch),
+                    );
+                    let down = std::mem::replace(
+                        &mut downs[i],
+                        LinkModel::new(sc.links[i].down.clone(), epoch),
+                    );
+                    add_stats(&mut retired_up[i], up.stats());
+                    add_stats(&mut retired_down[i], down.stats());
+                }
+                LinkEventKind::Add if !present[i] => {
+                    present[i] = true;
+                    tx.add_link(now, id);
+                    rx.handle_rtt(now, id, rtt(i));
+                }
+                _ => {}
+            }
         }
         while next_media <= now && next_media < end {
             let mut buf = Vec::with_capacity(payload_bytes);
@@ -102,6 +185,12 @@ pub fn run(sc: &Scenario, epoch: Instant) -> SimReport {
         tx.handle_timeout(now);
         for (i, m) in ups.iter_mut().enumerate() {
             while let Some(d) = m.poll_deliver(now) {
+                if let Some(h) = media_header(&d) {
+                    match highest_arrival {
+                        Some(hi) if h.seq < hi => arrivals_out_of_order += 1,
+                        _ => highest_arrival = Some(h.seq),
+                    }
+                }
                 let _ = rx.handle_datagram(now, i as LinkId, &d);
             }
         }
@@ -112,15 +201,23 @@ pub fn run(sc: &Scenario, epoch: Instant) -> SimReport {
                 on_time += 1;
             }
             latencies.push(lat.as_secs_f64() * 1e3);
-            if let Some(l) = last_out {
-                max_gap = max_gap.max(now.duration_since(l));
+            if let Some((t, seq)) = last_out {
+                max_gap = max_gap.max(now.duration_since(t));
+                if r.seq <= seq {
+                    out_of_order_outputs += 1;
+                }
             }
-            last_out = Some(now);
+            last_out = Some((now, last_out.map_or(r.seq, |(_, s)| s.max(r.seq))));
         }
         while let Some((link, d)) = rx.poll_feedback() {
-            wire_bytes += d.len() as u64;
+            let i = link as usize;
+            if !present[i] {
+                continue;
+            }
             let len = d.len() + PER_DATAGRAM_OVERHEAD;
-            downs[link as usize].enqueue(now, len, d);
+            wire_bytes += len as u64;
+            wire_datagrams += 1;
+            downs[i].enqueue(now, len, d);
         }
         for (i, m) in downs.iter_mut().enumerate() {
             while let Some(d) = m.poll_deliver(now) {
@@ -128,27 +225,52 @@ pub fn run(sc: &Scenario, epoch: Instant) -> SimReport {
             }
         }
         while let Some(t) = tx.poll_transmit(now) {
-            wire_bytes += t.data.len() as u64;
+            let i = t.link as usize;
+            if !present[i] {
+                transmits_on_absent_link += 1;
+                continue;
+            }
+            let media = media_header(&t.data);
+            if let Some(h) = &media {
+                media_sent_per_s[i][now.duration_since(epoch).as_secs() as usize] += 1;
+                if h.flags.has(Flags::RETRANSMIT) {
+                    let deadline = epoch + Duration::from_micros(h.send_time_us) + sc.latency;
+                    let best = (0..n)
+                        .filter(|&j| present[j])
+                        .map(|j| rtt(j) / 2)
+                        .min()
+                        .unwrap_or_default();
+                    if now + best > deadline {
+                        retransmits_past_deadline += 1;
+                    }
+                }
+            }
             let len = t.data.len() + PER_DATAGRAM_OVERHEAD;
-            ups[t.link as usize].enqueue(now, len, t.data);
+            wire_bytes += len as u64;
+            wire_datagrams += 1;
+            if ups[i].enqueue(now, len, t.data) != Enqueue::Accepted && media.is_some() {
+                media_dropped_on_entry += 1;
+            }
         }
         while let Some(e) = tx.poll_event() {
-            events.push(match e {
+            events.push(match &e {
                 SenderEvent::LinkDown { link, at, reason } => FailoverEvent {
                     t_s: at.duration_since(epoch).as_secs_f64(),
-                    link: sc.links[link as usize].name.clone(),
+                    link: sc.links[*link as usize].name.clone(),
                     event: format!("down ({reason})"),
                 },
                 SenderEvent::LinkUp { link, at } => FailoverEvent {
                     t_s: at.duration_since(epoch).as_secs_f64(),
-                    link: sc.links[link as usize].name.clone(),
+                    link: sc.links[*link as usize].name.clone(),
                     event: "up".into(),
                 },
             });
+            raw_events.push((now.duration_since(epoch), e));
         }
     }
 
     let rs = rx.stats();
+    let mut first_share = vec![0u64; n];
     for l in &rs.links {
         first_share[l.id as usize] = l.media_first;
     }
@@ -157,7 +279,7 @@ pub fn run(sc: &Scenario, epoch: Instant) -> SimReport {
     let media_ts_bytes = offered * payload_bytes as u64;
     let capacity = sc.capacity_bps();
     let bound = sc.bound_bps(sc.latency);
-    SimReport {
+    let report = SimReport {
         scenario: sc.name.clone(),
         mode: "virtual".into(),
         duration_s: sc.duration.as_secs_f64(),
@@ -176,7 +298,9 @@ pub fn run(sc: &Scenario, epoch: Instant) -> SimReport {
         bound_bps: bound,
         input_fraction_of_bound: bound.map(|b| sc.input_bps / b),
         wire_overhead: wire_bytes as f64 / media_ts_bytes.max(1) as f64,
+        wire_overhead_udp: (wire_bytes - 28 * wire_datagrams) as f64 / media_ts_bytes.max(1) as f64,
         max_output_gap_ms: max_gap.as_secs_f64() * 1e3,
+        out_of_order_outputs,
         links: es
             .links
             .iter()
@@ -193,7 +317,51 @@ pub fn run(sc: &Scenario, epoch: Instant) -> SimReport {
             .collect(),
         failover_events: events,
         edge: serde_json::to_value(&es).unwrap_or_default(),
+    };
+    let uplinks = ups
+        .iter()
+        .zip(&retired_up)
+        .map(|(m, r)| {
+            let mut s = *r;
+            add_stats(&mut s, m.stats());
+            s
+        })
+        .collect();
+    let downlinks = downs
+        .iter()
+        .zip(&retired_down)
+        .map(|(m, r)| {
+            let mut s = *r;
+            add_stats(&mut s, m.stats());
+            s
+        })
+        .collect();
+    VirtRun {
+        report,
+        arrivals_out_of_order,
+        retransmits_past_deadline,
+        media_dropped_on_entry,
+        transmits_on_absent_link,
+        media_sent_per_s,
+        uplinks,
+        downlinks,
+        events: raw_events,
+        sender: es,
+        receiver: rs,
     }
+}
+
+fn add_stats(acc: &mut LinkModelStats, s: LinkModelStats) {
+    acc.packets_in += s.packets_in;
+    acc.bytes_in += s.bytes_in;
+    acc.packets_delivered += s.packets_delivered;
+    acc.bytes_delivered += s.bytes_delivered;
+    acc.dropped_queue_packets += s.dropped_queue_packets;
+    acc.dropped_queue_bytes += s.dropped_queue_bytes;
+    acc.dropped_loss_packets += s.dropped_loss_packets;
+    acc.dropped_loss_bytes += s.dropped_loss_bytes;
+    acc.dropped_outage_packets += s.dropped_outage_packets;
+    acc.dropped_outage_bytes += s.dropped_outage_bytes;
 }
 
 #[cfg(test)]
@@ -207,59 +375,5 @@ mod tests {
         let r = run(&sc, Instant::now());
         eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
         assert!(r.on_time_fraction >= 0.999, "{}", r.on_time_fraction);
-    }
-}
-
-#[cfg(test)]
-mod sweep {
-    use super::*;
-    use crate::sim::trace::traces_dir;
-
-    /// `BRAID_SWEEP=1 cargo test --release --lib sweep -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn sweep() {
-        let f = |k: &str, d: f64| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(d)
-        };
-        for qs in [0.2, 0.35, 0.5] {
-            for rw in [100u64, 200, 400] {
-                for slack in [5u64, 15, 40] {
-                    let mut sc = Scenario::dev(&traces_dir(), f("RATE", 5e6)).unwrap();
-                    sc.sender.queue_share = qs;
-                    sc.sender.rate_window = Duration::from_millis(rw);
-                    sc.sender.nack_slack = Duration::from_millis(slack);
-                    let r = run(&sc, Instant::now());
-                    println!(
-                        "qs={qs} rw={rw} slack={slack} on_time={:.5} late={} lost={} unrep={} retx={}",
-                        r.on_time_fraction, r.delivered_late, r.lost,
-                        r.edge["expired_unrepaired"], r.edge["retransmits"]
-                    );
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod debug_case {
-    use super::*;
-    use crate::sim::trace::traces_dir;
-    #[test]
-    #[ignore]
-    fn stall_case() {
-        let mut sc = Scenario::dev(&traces_dir(), 5e6).unwrap();
-        sc.sender.queue_share = 0.2;
-        sc.sender.rate_window = Duration::from_millis(100);
-        sc.sender.nack_slack = Duration::from_millis(15);
-        let r = run(&sc, Instant::now());
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&r.failover_events).unwrap()
-        );
-        println!("{}", serde_json::to_string_pretty(&r.edge).unwrap());
     }
 }
