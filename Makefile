@@ -24,7 +24,7 @@ LOCKED := $(if $(wildcard Cargo.lock),--locked,)
 # apt-get needs root; use sudo when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build test demo bench clean check-traces
+.PHONY: deps build test demo bench bench-relay clean check-traces
 
 ## deps: install missing system packages and rustup components (quiet when all present)
 deps:
@@ -69,6 +69,10 @@ demo: deps build check-traces
 ## bench: benchmark scenarios, JSON reports on stdout (scripts/bench.sh)
 bench: build check-traces
 	scripts/bench.sh
+
+## bench-relay: one relay on one core against many in-process edges (scripts/bench-relay.sh)
+bench-relay: build
+	scripts/bench-relay.sh
 
 clean:
 	$(CARGO) clean

@@ -48,7 +48,7 @@ pub const DEFAULT_EDGE_STATS_LISTEN: SocketAddr =
 pub const DEFAULT_RELAY_STATS_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9091));
 /// Default fraction of media bytes that may be spent on duplicates.
-pub const DEFAULT_DUPLICATE_BUDGET: f64 = 0.03;
+pub const DEFAULT_DUPLICATE_BUDGET: f64 = 0.02;
 /// Allowed range of `scheduler.duplicate_budget`.
 pub const DUPLICATE_BUDGET_RANGE: RangeInclusive<f64> = 0.0..=0.5;
 
@@ -503,7 +503,7 @@ pub use crate::transport::socket::LinkBind;
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedulerTuning {
     /// Fraction of media bytes that may be spent on duplicates of important
-    /// packets, 0.0..=0.5. Default 0.03.
+    /// packets, 0.0..=0.5. Default 0.02.
     pub duplicate_budget: f64,
 }
 
@@ -1142,7 +1142,7 @@ address = "127.0.0.1:6010"
         );
         assert!(c.links[0].enabled && c.links[1].enabled && !c.links[2].enabled);
         assert_eq!(c.stats_listen, Some("127.0.0.1:8081".parse().unwrap()));
-        assert_eq!(c.scheduler.duplicate_budget, 0.03);
+        assert_eq!(c.scheduler.duplicate_budget, 0.02);
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl Default for SenderConfig {
         Self {
             session: 0,
             latency: Duration::from_millis(500),
-            duplicate_budget: 0.03,
+            duplicate_budget: 0.02,
             queue_share: 0.5,
             rate_window: Duration::from_millis(100),
             failover_rtts: 3,
@@ -208,6 +208,8 @@ const INITIAL_RTT: Duration = Duration::from_millis(100);
 /// A copy is declared lost once this many later link_seqs are acknowledged
 /// (RFC 9002 §6.1.1 kPacketThreshold).
 const PACKET_THRESHOLD: u32 = 3;
+/// Links whose expected arrivals are this close count as tied (see `pick_link`).
+const SPREAD_TOLERANCE: Duration = Duration::from_millis(15);
 /// Failover timeout of a link that has no RTT sample yet.
 const NO_SAMPLE_FAILOVER: Duration = Duration::from_secs(1);
 /// Min-RTT filter window (as BBR's min_rtt window).
@@ -328,6 +330,11 @@ impl Link {
             .map(|s| s.1)
             .fold(0.0, f64::max)
             .max(MIN_RATE);
+    }
+
+    /// Share of the window in use, 0.0..=1.0.
+    fn utilisation(&self, cfg: &SenderConfig) -> f64 {
+        self.inflight_bytes as f64 / self.window(cfg).max(1) as f64
     }
 
     fn window(&self, cfg: &SenderConfig) -> usize {
@@ -707,7 +714,7 @@ impl Sender {
     /// deliver it by `deadline` even with space (drop it: waiting only makes it
     /// later, and it would hold back younger packets that can still make it).
     fn pick_link(&self, size: usize, deadline: Instant, now: Instant) -> Result<usize, Blocked> {
-        let mut best: Option<(Duration, usize)> = None;
+        let mut candidates: Vec<(Duration, usize)> = Vec::with_capacity(self.links.len());
         let mut in_time = false;
         for (i, l) in self.links.iter().enumerate() {
             if l.state != LinkState::Up {
@@ -721,12 +728,27 @@ impl Sender {
             if l.inflight_bytes + size > l.window(&self.cfg) {
                 continue;
             }
-            if best.is_none_or(|(bd, _)| d < bd) {
-                best = Some((d, i));
-            }
+            candidates.push((d, i));
         }
-        match best {
-            Some((_, i)) => Ok(i),
+        // Earliest arrival, with near-ties (within SPREAD_TOLERANCE) going to the link
+        // whose window is least used. Without this a link whose rate estimate is low
+        // (it just joined or came back) loses every tie by its serialisation term,
+        // only ever carries one packet per RTT, and its estimate never grows: the
+        // bond then has no headroom left when another link fails.
+        let best = candidates.iter().map(|c| c.0).min();
+        let pick = best.and_then(|b| {
+            candidates
+                .iter()
+                .filter(|c| c.0 <= b + SPREAD_TOLERANCE)
+                .min_by(|x, y| {
+                    let ux = self.links[x.1].utilisation(&self.cfg);
+                    let uy = self.links[y.1].utilisation(&self.cfg);
+                    ux.total_cmp(&uy).then(x.0.cmp(&y.0))
+                })
+                .map(|c| c.1)
+        });
+        match pick {
+            Some(i) => Ok(i),
             None if in_time || self.links.iter().all(|l| l.state != LinkState::Up) => {
                 Err(Blocked::Window)
             }

@@ -115,9 +115,20 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = go_tx.send(true);
+    let media_start = Instant::now();
     // Media starts with the edge; wait for the scenario to elapse, then for the last
     // packets to be released.
-    tokio::time::sleep(sc.duration).await;
+    let mut shares_before_cut = Vec::new();
+    match sc.first_cut() {
+        Some(cut) if cut < sc.duration => {
+            tokio::time::sleep_until((t0 + cut).into()).await;
+            if let Some(s) = relay.stats().await.sessions.first() {
+                shares_before_cut = super::virt::shares(&s.receiver, sc.links.len());
+            }
+            tokio::time::sleep_until((media_start + sc.duration).into()).await;
+        }
+        _ => tokio::time::sleep(sc.duration).await,
+    }
     let offered_stats = edge.stats();
     let offered = offered_stats.sender.media_packets_in;
     tokio::time::sleep(sc.latency + Duration::from_millis(500)).await;
@@ -232,6 +243,7 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
         input_fraction_of_bound: bound.map(|b| sc.input_bps / b),
         wire_overhead: (wire_udp + 28 * wire_packets) as f64 / ingested_bytes as f64,
         wire_overhead_udp: wire_udp as f64 / ingested_bytes as f64,
+        shares_before_cut,
         max_output_gap_ms: max_gap.as_secs_f64() * 1e3,
         out_of_order_outputs: out_of_order,
         links: estats

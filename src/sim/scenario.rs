@@ -110,12 +110,15 @@ impl Scenario {
     /// one the scheduler loads most when all are equal) cut both ways 30–60 s.
     pub fn failover_clean() -> Scenario {
         let tr = Arc::new(Trace::constant(4e6));
+        // Link 0 is 10 ms nearer than the others, so the earliest-arrival scheduler
+        // loads it most: the cut hits the busiest link (`shares_before_cut` in the
+        // report shows it).
         let mut links: Vec<ScenarioLink> = (0..3)
             .map(|i| {
                 link(
                     &format!("const4m-{i}"),
                     Some(tr.clone()),
-                    Duration::from_millis(40),
+                    Duration::from_millis(if i == 0 { 30 } else { 40 }),
                     i + 1,
                 )
             })
@@ -364,6 +367,14 @@ impl Scenario {
     /// The highest constant rate a perfect merged pipe of the uplinks would carry with
     /// 99.9 % of 1316-byte packets within `budget` (../shared/traces/README.md).
     /// Scripted outages and link events are not taken into account.
+    /// Start of the earliest scripted outage on any link.
+    pub fn first_cut(&self) -> Option<Duration> {
+        self.links
+            .iter()
+            .flat_map(|l| l.up.outages.iter().map(|o| o.0))
+            .min()
+    }
+
     pub fn bound_bps(&self, budget: Duration) -> Option<f64> {
         let opps = self.merged_opportunities_ms()?;
         let delay = self.links.iter().map(|l| l.up.delay).min()?;
@@ -459,6 +470,9 @@ pub struct SimReport {
     /// The same counted as UDP payload (what Braid and QUIC put in datagrams,
     /// without the 28 bytes of UDP/IPv4 headers per packet).
     pub wire_overhead_udp: f64,
+    /// Share of first copies per link up to the first scripted outage (empty when
+    /// the scenario has none): which link the cut hit.
+    pub shares_before_cut: Vec<f64>,
     /// Longest interval between two relay outputs after the first.
     pub max_output_gap_ms: f64,
     /// Relay outputs whose seq was not above every seq output before (reordered or

@@ -119,6 +119,8 @@ pub fn run_detailed(sc: &Scenario, epoch: Instant) -> VirtRun {
     let mut transmits_on_absent_link = 0u64;
     let mut media_sent_per_s = vec![vec![0u64; seconds]; n];
     let mut events = Vec::new();
+    let cut_at = sc.first_cut().map(|c| epoch + c);
+    let mut shares_before_cut: Vec<f64> = Vec::new();
     let mut raw_events = Vec::new();
     let budget = sc.latency + Duration::from_millis(1);
 
@@ -143,6 +145,9 @@ pub fn run_detailed(sc: &Scenario, epoch: Instant) -> VirtRun {
             break;
         }
         now = now.max(next);
+        if cut_at.is_some_and(|c| now >= c) && shares_before_cut.is_empty() {
+            shares_before_cut = shares(&rx.stats(), sc.links.len());
+        }
 
         while let Some(e) = link_events.next_if(|e| epoch + e.at <= now) {
             let i = e.link;
@@ -299,6 +304,7 @@ pub fn run_detailed(sc: &Scenario, epoch: Instant) -> VirtRun {
         input_fraction_of_bound: bound.map(|b| sc.input_bps / b),
         wire_overhead: wire_bytes as f64 / media_ts_bytes.max(1) as f64,
         wire_overhead_udp: (wire_bytes - 28 * wire_datagrams) as f64 / media_ts_bytes.max(1) as f64,
+        shares_before_cut,
         max_output_gap_ms: max_gap.as_secs_f64() * 1e3,
         out_of_order_outputs,
         links: es
@@ -362,6 +368,18 @@ fn add_stats(acc: &mut LinkModelStats, s: LinkModelStats) {
     acc.dropped_loss_bytes += s.dropped_loss_bytes;
     acc.dropped_outage_packets += s.dropped_outage_packets;
     acc.dropped_outage_bytes += s.dropped_outage_bytes;
+}
+
+/// Share of first copies the relay received on each link so far.
+pub fn shares(rs: &crate::core::receiver::ReceiverStats, links: usize) -> Vec<f64> {
+    let mut v = vec![0.0; links];
+    let total: u64 = rs.links.iter().map(|l| l.media_first).sum::<u64>().max(1);
+    for l in &rs.links {
+        if let Some(x) = v.get_mut(l.id as usize) {
+            *x = l.media_first as f64 / total as f64;
+        }
+    }
+    v
 }
 
 #[cfg(test)]

@@ -135,11 +135,19 @@ pub fn transport_config() -> TransportConfig {
             IdleTimeout::try_from(IDLE_TIMEOUT).expect("10 s is a valid idle timeout"),
         ))
         .congestion_controller_factory(Arc::new(AppPacedFactory::default()));
-    // Media datagrams are never retransmitted by QUIC and Braid acknowledges them in
-    // its own reports, so QUIC's ACKs only serve RTT and keep-alive: ask the peer
-    // (ACK frequency extension, draft-ietf-quic-ack-frequency) to acknowledge every
-    // 10th packet or after 25 ms, and not to hurry for reordering. This takes the
-    // ACK-only packets from one per two datagrams to one per ten (wire overhead).
+    t
+}
+
+/// The edge's transport: as [`transport_config`], and it asks the relay to
+/// acknowledge rarely. Media datagrams are never retransmitted by QUIC and Braid
+/// acknowledges them in its own reports, so the relay's QUIC ACKs only serve
+/// keep-alive: the ACK frequency extension (draft-ietf-quic-ack-frequency) asks for
+/// one every 10th packet or 25 ms, and no hurry for reordering, which takes the
+/// relay's ACK-only packets from one per two media datagrams to one per ten. The
+/// relay does not ask the same of the edge: the edge's prompt ACKs of the relay's
+/// reports are what keeps the relay's RTT estimate (its clock model) tight.
+pub fn edge_transport_config() -> TransportConfig {
+    let mut t = transport_config();
     let mut ack = quinn::AckFrequencyConfig::default();
     ack.ack_eliciting_threshold(quinn::VarInt::from_u32(9))
         .max_ack_delay(Some(Duration::from_millis(25)))
@@ -186,7 +194,7 @@ pub fn client_config(
     tls_cfg.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = QuicClientConfig::try_from(tls_cfg).context("QUIC client TLS config")?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config()));
+    cfg.transport_config(Arc::new(edge_transport_config()));
     Ok(cfg)
 }
 
