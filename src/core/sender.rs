@@ -398,11 +398,14 @@ impl Sender {
         self.cfg.latency = latency;
     }
 
-    /// A link's connection has joined the session. Re-adding a known id resets it.
+    /// A link's connection has joined the session (emits `LinkUp`). Re-adding a known
+    /// id resets it.
     pub fn add_link(&mut self, now: Instant, id: LinkId) {
         self.remove_link(now, id);
         self.links.push(Link::new(id, now));
         self.links.sort_by_key(|l| l.id);
+        self.events
+            .push_back(SenderEvent::LinkUp { link: id, at: now });
     }
 
     /// A link is gone (interface down, connection closed): its copies in flight are
