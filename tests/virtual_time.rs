@@ -191,8 +191,8 @@ fn modem_unplugged_loses_nothing_and_link_returns() {
         && matches!(e, SenderEvent::LinkDown { link, reason: "removed", .. } if *link as usize == cut)));
 }
 
-/// CORE ISSUE (ignored until fixed in src/core/sender.rs): a link added back while
-/// the others have spare capacity is never given a real share again. `add_link`
+/// Regression (fixed: near-ties go to the least-used link, `pick_link`): a link added
+/// back while the others have spare capacity was never given a real share again. `add_link`
 /// starts it at INITIAL_RATE (1 Mbit/s), so its expected delay (40 ms + 10.7 ms per
 /// datagram) always loses to the unqueued 4 Mbit/s links (40 + 2.7 ms); it only gets
 /// the one packet per RTT an idle link is granted, whose rate samples are
@@ -201,7 +201,6 @@ fn modem_unplugged_loses_nothing_and_link_returns() {
 /// happens after LinkUp in failover-clean). Delivery is fine (two links suffice), but
 /// the edge runs with no headroom knowledge on a third of its capacity.
 #[test]
-#[ignore = "core issue: re-added link starved of traffic (see doc comment)"]
 fn modem_unplugged_link_gets_its_share_back() {
     let (sc, cut) = modem_unplugged_busiest();
     let r = run(&sc);
