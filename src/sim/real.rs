@@ -5,7 +5,6 @@
 use super::emulator::{EmuLink, Emulator, EmulatorConfig};
 use super::scenario::{FailoverEvent, LatencySummary, LinkReport, Scenario, SimReport};
 use crate::config;
-use crate::core::sender::SenderEvent;
 use crate::core::wire::{TS_PACKET, TS_PER_DATAGRAM};
 use crate::edge::{self, EdgeOptions, MediaSource, TestSource};
 use crate::relay::{self, RelayOptions};
@@ -172,15 +171,7 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
     }
     let mut events = Vec::new();
     while let Ok(e) = ev_rx.try_recv() {
-        let (link, at, what) = match e {
-            SenderEvent::LinkDown { link, at, reason } => (link, at, format!("down ({reason})")),
-            SenderEvent::LinkUp { link, at } => (link, at, "up".to_string()),
-        };
-        events.push(FailoverEvent {
-            t_s: at.saturating_duration_since(t0).as_secs_f64(),
-            link: sc.links[link as usize].name.clone(),
-            event: what,
-        });
+        events.push(FailoverEvent::from_sender(&e, t0, sc));
     }
     let session = rstats.sessions.first();
     let mut first = vec![0u64; sc.links.len()];
@@ -250,15 +241,8 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
             .sender
             .links
             .iter()
-            .map(|l| LinkReport {
-                name: sc.links[l.id as usize].name.clone(),
-                share: first[l.id as usize] as f64 / total_first as f64,
-                datagrams_sent: l.datagrams_sent,
-                bytes_sent: l.bytes_sent,
-                retransmits_sent: l.retransmits_sent,
-                duplicates_sent: l.duplicates_sent,
-                probes_sent: l.probes_sent,
-                downs: l.downs,
+            .map(|l| {
+                LinkReport::from_stats(sc, l, first[l.id as usize] as f64 / total_first as f64)
             })
             .collect(),
         failover_events: events,

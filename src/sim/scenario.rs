@@ -4,11 +4,11 @@
 use super::bound::PerfectPipe;
 use super::linkmodel::{LinkParams, DEFAULT_QUEUE_BYTES};
 use super::trace::{traces_dir, Trace, TraceError};
-use crate::core::sender::SenderConfig;
+use crate::core::sender::{LinkStats, SenderConfig, SenderEvent};
 use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One emulated link.
 #[derive(Debug, Clone)]
@@ -431,6 +431,37 @@ pub struct FailoverEvent {
     pub t_s: f64,
     pub link: String,
     pub event: String,
+}
+
+impl FailoverEvent {
+    /// A sender event as reported, with time from `t0` and the scenario's link name.
+    pub fn from_sender(e: &SenderEvent, t0: Instant, sc: &Scenario) -> FailoverEvent {
+        let (link, at, event) = match e {
+            SenderEvent::LinkDown { link, at, reason } => (*link, *at, format!("down ({reason})")),
+            SenderEvent::LinkUp { link, at } => (*link, *at, "up".to_string()),
+        };
+        FailoverEvent {
+            t_s: at.saturating_duration_since(t0).as_secs_f64(),
+            link: sc.links[link as usize].name.clone(),
+            event,
+        }
+    }
+}
+
+impl LinkReport {
+    /// The report line of one link from the sender's counters and its share.
+    pub fn from_stats(sc: &Scenario, l: &LinkStats, share: f64) -> LinkReport {
+        LinkReport {
+            name: sc.links[l.id as usize].name.clone(),
+            share,
+            datagrams_sent: l.datagrams_sent,
+            bytes_sent: l.bytes_sent,
+            retransmits_sent: l.retransmits_sent,
+            duplicates_sent: l.duplicates_sent,
+            probes_sent: l.probes_sent,
+            downs: l.downs,
+        }
+    }
 }
 
 /// What `braid sim` prints.

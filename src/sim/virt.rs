@@ -258,18 +258,7 @@ pub fn run_detailed(sc: &Scenario, epoch: Instant) -> VirtRun {
             }
         }
         while let Some(e) = tx.poll_event() {
-            events.push(match &e {
-                SenderEvent::LinkDown { link, at, reason } => FailoverEvent {
-                    t_s: at.duration_since(epoch).as_secs_f64(),
-                    link: sc.links[*link as usize].name.clone(),
-                    event: format!("down ({reason})"),
-                },
-                SenderEvent::LinkUp { link, at } => FailoverEvent {
-                    t_s: at.duration_since(epoch).as_secs_f64(),
-                    link: sc.links[*link as usize].name.clone(),
-                    event: "up".into(),
-                },
-            });
+            events.push(FailoverEvent::from_sender(&e, epoch, sc));
             raw_events.push((now.duration_since(epoch), e));
         }
     }
@@ -310,15 +299,12 @@ pub fn run_detailed(sc: &Scenario, epoch: Instant) -> VirtRun {
         links: es
             .links
             .iter()
-            .map(|l| LinkReport {
-                name: sc.links[l.id as usize].name.clone(),
-                share: first_share[l.id as usize] as f64 / total_first as f64,
-                datagrams_sent: l.datagrams_sent,
-                bytes_sent: l.bytes_sent,
-                retransmits_sent: l.retransmits_sent,
-                duplicates_sent: l.duplicates_sent,
-                probes_sent: l.probes_sent,
-                downs: l.downs,
+            .map(|l| {
+                LinkReport::from_stats(
+                    sc,
+                    l,
+                    first_share[l.id as usize] as f64 / total_first as f64,
+                )
             })
             .collect(),
         failover_events: events,
