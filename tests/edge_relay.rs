@@ -15,10 +15,11 @@ use braid::relay::{self, RelayHandle, RelayOptions};
 use braid::sim::emulator::{EmuLink, Emulator, EmulatorConfig, EmulatorHandle};
 use braid::sim::linkmodel::LinkParams;
 use braid::sim::trace::Trace;
+use braid::system::TempDir;
 use braid::transport::{socket, tls};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,28 +35,6 @@ const LATENCY_MS: u64 = 300;
 /// Test-source groups (datagrams of 7 TS packets) per second at `RATE_BPS`.
 fn groups_per_s() -> f64 {
     RATE_BPS as f64 / (8.0 * GROUP as f64)
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!(
-            "braid-e2e-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The edge's real [`TestSource`], cut off after `limit` groups so that "what the
@@ -343,12 +322,12 @@ async fn emulated(
     outage: Option<(Duration, Duration)>,
     events: Option<mpsc::UnboundedSender<SenderEvent>>,
 ) -> Emulated {
-    let dir = TempDir::new(tag);
-    let relay_id = ident(&dir.0, "relay");
-    let dev = ident(&dir.0, "device");
+    let dir = TempDir::new(tag).unwrap();
+    let relay_id = ident(dir.path(), "relay");
+    let dev = ident(dir.path(), "device");
     let (out, rec, sink) = output_sink().await;
     let relay = start_relay(relay_config(
-        &dir.0,
+        dir.path(),
         "127.0.0.1:0".parse().unwrap(),
         &dev.fp,
         out,
@@ -368,7 +347,7 @@ async fn emulated(
     .await
     .unwrap();
     let ecfg = edge_config(
-        &dir.0,
+        dir.path(),
         "device",
         emu.local_addr(),
         &relay_id.fp,
@@ -589,19 +568,19 @@ async fn link_outage_is_routed_around() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_restart_edge_reconnects() {
     let _serial = SERIAL.lock().await;
-    let dir = TempDir::new("restart");
-    let relay_id = ident(&dir.0, "relay");
-    let dev = ident(&dir.0, "device");
+    let dir = TempDir::new("restart").unwrap();
+    let relay_id = ident(dir.path(), "relay");
+    let dev = ident(dir.path(), "device");
     let (out, rec, sink) = output_sink().await;
     let relay = start_relay(relay_config(
-        &dir.0,
+        dir.path(),
         "127.0.0.1:0".parse().unwrap(),
         &dev.fp,
         out,
     ))
     .await;
     let addr = relay.local_addr();
-    let ecfg = edge_config(&dir.0, "device", addr, &relay_id.fp, &addr_links(2));
+    let ecfg = edge_config(dir.path(), "device", addr, &relay_id.fp, &addr_links(2));
     let (edge, _) = start_edge(ecfg, u64::MAX, None).await;
 
     // Flowing before the restart.
@@ -622,7 +601,7 @@ async fn relay_restart_edge_reconnects() {
     let down: Vec<_> = edge.stats().links.iter().map(|l| l.connected).collect();
     assert_eq!(down, [false, false], "links noticed the relay going away");
 
-    let relay = start_relay(relay_config(&dir.0, addr, &dev.fp, out)).await;
+    let relay = start_relay(relay_config(dir.path(), addr, &dev.fp, out)).await;
     let restarted = Instant::now();
     let deadline = restarted + Duration::from_secs(6);
     // Resumed = a second's worth of output after the restart.
@@ -670,12 +649,12 @@ async fn relay_restart_edge_reconnects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interface_bound_link_on_lo() {
     let _serial = SERIAL.lock().await;
-    let dir = TempDir::new("lo");
-    let relay_id = ident(&dir.0, "relay");
-    let dev = ident(&dir.0, "device");
+    let dir = TempDir::new("lo").unwrap();
+    let relay_id = ident(dir.path(), "relay");
+    let dev = ident(dir.path(), "device");
     let (out, rec, sink) = output_sink().await;
     let relay = start_relay(relay_config(
-        &dir.0,
+        dir.path(),
         "127.0.0.1:0".parse().unwrap(),
         &dev.fp,
         out,
@@ -691,7 +670,13 @@ async fn interface_bound_link_on_lo() {
         return;
     }
     let links = vec![("lo".to_string(), "interface = \"lo\"".to_string())];
-    let ecfg = edge_config(&dir.0, "device", relay.local_addr(), &relay_id.fp, &links);
+    let ecfg = edge_config(
+        dir.path(),
+        "device",
+        relay.local_addr(),
+        &relay_id.fp,
+        &links,
+    );
     let run = Duration::from_secs(3);
     let limit = (run.as_secs_f64() * groups_per_s()).round() as u64;
     let (edge, forwarded) = start_edge(ecfg, limit, None).await;
@@ -726,20 +711,20 @@ async fn interface_bound_link_on_lo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_device_edge_is_refused() {
     let _serial = SERIAL.lock().await;
-    let dir = TempDir::new("unknown");
-    let relay_id = ident(&dir.0, "relay");
-    let known = ident(&dir.0, "device");
-    let _stranger = ident(&dir.0, "stranger");
+    let dir = TempDir::new("unknown").unwrap();
+    let relay_id = ident(dir.path(), "relay");
+    let known = ident(dir.path(), "device");
+    let _stranger = ident(dir.path(), "stranger");
     let (out, rec, sink) = output_sink().await;
     let relay = start_relay(relay_config(
-        &dir.0,
+        dir.path(),
         "127.0.0.1:0".parse().unwrap(),
         &known.fp,
         out,
     ))
     .await;
     let ecfg = edge_config(
-        &dir.0,
+        dir.path(),
         "stranger",
         relay.local_addr(),
         &relay_id.fp,
@@ -824,8 +809,8 @@ fn output_checker_sees_gaps() {
 
 #[test]
 fn bad_config_exit_code() {
-    let dir = TempDir::new("badcfg");
-    let path = dir.0.join("edge.toml");
+    let dir = TempDir::new("badcfg").unwrap();
+    let path = dir.path().join("edge.toml");
     let text = "[device]\nid = \"cam\"\ncert = \"device.crt\"\nkey = \"device.key\"\n\
                 colour = \"blue\"\n\
                 [relay]\naddress = \"127.0.0.1:4433\"\nfingerprint = \"00\"\n\
@@ -850,7 +835,7 @@ fn bad_config_exit_code() {
     );
     assert!(stderr.contains("colour"), "stderr names the key: {stderr}");
 
-    let missing = dir.0.join("nope.toml");
+    let missing = dir.path().join("nope.toml");
     let o = run(&missing);
     let stderr = String::from_utf8_lossy(&o.stderr);
     println!("missing: {:?} {stderr}", o.status);

@@ -6,11 +6,11 @@ use braid::core::wire::{self, Control, Flags, MediaHeader, TS_PACKET, VERSION};
 use braid::relay::{
     self, RelayHandle, RelayOptions, ReleaseEvent, CLOSE_REJECTED, CLOSE_REPLACED, UDP_GROUP,
 };
+use braid::system::TempDir;
 use braid::transport::{quic, tls};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -18,28 +18,6 @@ use tokio::time::timeout;
 
 const T: Duration = Duration::from_secs(2);
 const LATENCY: Duration = Duration::from_millis(100);
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!(
-            "braid-relay-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 struct Ident {
     fp: tls::Fingerprint,
@@ -66,12 +44,12 @@ struct Fixture {
 }
 
 async fn fixture(tag: &str, n_devices: usize) -> Fixture {
-    let dir = TempDir::new(tag);
-    let r = ident(&dir.0, "relay");
+    let dir = TempDir::new(tag).unwrap();
+    let r = ident(dir.path(), "relay");
     let mut devices = Vec::new();
     let mut entries = Vec::new();
     for i in 1..=n_devices {
-        let id = ident(&dir.0, &format!("cam{i}"));
+        let id = ident(dir.path(), &format!("cam{i}"));
         let out = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         entries.push(DeviceEntry {
             id: format!("cam{i}"),
@@ -391,8 +369,8 @@ async fn unknown_device_is_refused_without_disturbing_the_live_session() {
     send_paced(&mut e, 0..5, Duration::from_millis(3)).await;
 
     // Same name, another key: not the configured certificate.
-    let stranger_dir = TempDir::new("stranger");
-    let stranger = ident(&stranger_dir.0, "cam1");
+    let stranger_dir = TempDir::new("stranger").unwrap();
+    let stranger = ident(stranger_dir.path(), "cam1");
     let (_ep, conn) = connect(f.relay.local_addr(), f.relay_fp, &stranger).await;
     if let Ok(conn) = conn {
         // TLS 1.3: the client may finish before the relay checks its certificate;

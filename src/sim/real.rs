@@ -10,23 +10,13 @@ use crate::edge::{self, EdgeOptions, MediaSource, TestSource};
 use crate::relay::{self, RelayOptions};
 use crate::transport::tls;
 use anyhow::{Context, Result};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-fn temp_dir() -> Result<PathBuf> {
-    let d = std::env::temp_dir().join(format!(
-        "braid-sim-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
-}
-
 /// Run `sc` for real. Returns the same report as the virtual harness.
 pub async fn run(sc: &Scenario) -> Result<SimReport> {
-    let dir = temp_dir()?;
+    let tmp = crate::system::TempDir::new("sim")?;
+    let dir = tmp.path().to_path_buf();
     let relay_fp = tls::write_identity(&dir, "relay")?;
     let dev_fp = tls::write_identity(&dir, "device")?;
     let latency_ms = sc.latency.as_millis();
@@ -136,7 +126,6 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
     edge.shutdown().await;
     let emu_stats = emu.shutdown().await?;
     relay.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 
     let budget = sc.latency + Duration::from_millis(1);
     let mut on_time = 0u64;

@@ -221,33 +221,14 @@ mod tests {
     use bytes::Bytes;
     use std::collections::HashMap;
     use std::net::SocketAddr;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
     use std::sync::atomic::Ordering;
     use std::sync::RwLock;
     use tokio::time::timeout;
 
-    const T: Duration = Duration::from_secs(2);
+    use crate::system::TempDir;
 
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            use std::sync::atomic::AtomicUsize;
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let d = std::env::temp_dir().join(format!(
-                "braid-quic-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&d);
-            std::fs::create_dir_all(&d).unwrap();
-            Self(d)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    const T: Duration = Duration::from_secs(2);
 
     type Chain = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
@@ -314,9 +295,9 @@ mod tests {
 
     #[tokio::test]
     async fn pinned_handshake_datagrams_and_device_id() {
-        let dir = TempDir::new("ok");
-        let (relay_fp, relay_id) = ident(&dir.0, "relay");
-        let (dev_fp, dev_id) = ident(&dir.0, "dev1");
+        let dir = TempDir::new("ok").unwrap();
+        let (relay_fp, relay_id) = ident(dir.path(), "relay");
+        let (dev_fp, dev_id) = ident(dir.path(), "dev1");
         let r = relay(relay_id);
         r.allow.write().unwrap().insert(dev_fp, "dev1".into());
         let c = client(dev_id, &RelayTrust::Pinned(relay_fp));
@@ -377,9 +358,9 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_pin_fails() {
-        let dir = TempDir::new("pin");
-        let (_relay_fp, relay_id) = ident(&dir.0, "relay");
-        let (dev_fp, dev_id) = ident(&dir.0, "dev1");
+        let dir = TempDir::new("pin").unwrap();
+        let (_relay_fp, relay_id) = ident(dir.path(), "relay");
+        let (dev_fp, dev_id) = ident(dir.path(), "dev1");
         let r = relay(relay_id);
         r.allow.write().unwrap().insert(dev_fp, "dev1".into());
         let c = client(dev_id, &RelayTrust::Pinned(fingerprint(b"someone else")));
@@ -394,9 +375,9 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_device_rejected_then_allowed_at_runtime() {
-        let dir = TempDir::new("allow");
-        let (relay_fp, relay_id) = ident(&dir.0, "relay");
-        let (dev_fp, dev_id) = ident(&dir.0, "dev2");
+        let dir = TempDir::new("allow").unwrap();
+        let (relay_fp, relay_id) = ident(dir.path(), "relay");
+        let (dev_fp, dev_id) = ident(dir.path(), "dev2");
         let r = relay(relay_id);
         let c = client(dev_id, &RelayTrust::Pinned(relay_fp));
 
@@ -445,10 +426,10 @@ mod tests {
     /// key must fail: the relay verifies the CertificateVerify signature.
     #[tokio::test]
     async fn stolen_certificate_without_key_fails() {
-        let dir = TempDir::new("stolen");
-        let (relay_fp, relay_id) = ident(&dir.0, "relay");
-        let (dev_fp, dev_id) = ident(&dir.0, "victim");
-        let (_, thief_id) = ident(&dir.0, "thief");
+        let dir = TempDir::new("stolen").unwrap();
+        let (relay_fp, relay_id) = ident(dir.path(), "relay");
+        let (dev_fp, dev_id) = ident(dir.path(), "victim");
+        let (_, thief_id) = ident(dir.path(), "thief");
         let r = relay(relay_id);
         r.allow.write().unwrap().insert(dev_fp, "victim".into());
 
@@ -480,7 +461,7 @@ mod tests {
     /// normal WebPKI rules (name must match).
     #[tokio::test]
     async fn ca_trust() {
-        let dir = TempDir::new("ca");
+        let dir = TempDir::new("ca").unwrap();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -494,14 +475,14 @@ mod tests {
             .unwrap()
             .signed_by(&leaf_key, &issuer)
             .unwrap();
-        let ca_path = dir.0.join("ca.pem");
+        let ca_path = dir.path().join("ca.pem");
         std::fs::write(&ca_path, ca_cert.pem()).unwrap();
         let relay_chain = (
             vec![leaf.der().clone()],
             PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
         );
 
-        let (dev_fp, dev_id) = ident(&dir.0, "dev3");
+        let (dev_fp, dev_id) = ident(dir.path(), "dev3");
         let r = relay(relay_chain);
         r.allow.write().unwrap().insert(dev_fp, "dev3".into());
         let c = client(dev_id, &RelayTrust::Ca(ca_path.clone()));
@@ -520,9 +501,9 @@ mod tests {
         assert!(client.is_err() && server.is_err());
 
         // A CA file without certificates is a clear configuration error.
-        let empty = dir.0.join("empty.pem");
+        let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "").unwrap();
-        let (_, dev_id) = ident(&dir.0, "dev4");
+        let (_, dev_id) = ident(dir.path(), "dev4");
         let err = format!(
             "{:#}",
             client_config(dev_id.0, dev_id.1, &RelayTrust::Ca(empty)).unwrap_err()
