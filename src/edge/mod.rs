@@ -403,8 +403,11 @@ impl CoreTask {
                 },
                 m = media.recv(), if media_open => match m {
                     Some((at, g)) => {
-                        let flags = classify.classify(&g);
-                        self.sender.push_media(at, &g, flags);
+                        let per = self.ts_per_datagram();
+                        for chunk in g.chunks(per * TS_PACKET) {
+                            let flags = classify.classify(chunk);
+                            self.sender.push_media(at, chunk, flags);
+                        }
                         let mut st = self.stats.lock().expect("stats");
                         if st.first_packet_after_s.is_none() && !self.conns.is_empty() {
                             st.first_packet_after_s = Some(at.duration_since(self.epoch).as_secs_f64());
@@ -430,6 +433,20 @@ impl CoreTask {
             }
             self.flush();
         }
+    }
+
+    /// TS packets per media datagram: 7 where every joined link's QUIC path takes
+    /// them, fewer when one can't (quinn falls back to 1200-byte packets on a path
+    /// that drops 1400-byte ones, and refuses larger datagrams). A copy may be resent
+    /// on any link, so the smallest link sets the size.
+    fn ts_per_datagram(&self) -> usize {
+        let min = self
+            .conns
+            .iter()
+            .filter_map(|(_, c)| c.max_datagram_size())
+            .min()
+            .unwrap_or(wire::MEDIA_HEADER + TS_PER_DATAGRAM * TS_PACKET);
+        ts_per_datagram(min)
     }
 
     fn on_link(&mut self, m: LinkMsg) {
@@ -619,6 +636,12 @@ impl LinkTask {
     }
 }
 
+/// Whole TS packets that fit a datagram of `max_datagram` bytes behind the media
+/// header, between 1 and 7.
+pub fn ts_per_datagram(max_datagram: usize) -> usize {
+    (max_datagram.saturating_sub(wire::MEDIA_HEADER) / TS_PACKET).clamp(1, TS_PER_DATAGRAM)
+}
+
 async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Control> {
     let mut len = [0u8; 2];
     recv.read_exact(&mut len).await.context("control stream")?;
@@ -634,4 +657,21 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Control> {
 /// Load `edge.toml` (used by main for exit-code mapping).
 pub fn load(path: &Path) -> Result<EdgeConfig, crate::config::ConfigError> {
     crate::config::load_edge(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagram_size_sets_ts_packets_per_datagram() {
+        // initial_mtu 1400 on quinn gives 1362 bytes of datagram: 7 packets (1342).
+        assert_eq!(ts_per_datagram(1362), 7);
+        assert_eq!(ts_per_datagram(1342), 7);
+        assert_eq!(ts_per_datagram(1341), 6);
+        // quinn's 1200-byte fallback: 1162 bytes -> 6 packets (1154).
+        assert_eq!(ts_per_datagram(1162), 6);
+        assert_eq!(ts_per_datagram(100), 1);
+        assert_eq!(ts_per_datagram(9000), 7);
+    }
 }
