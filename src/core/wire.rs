@@ -342,7 +342,7 @@ pub struct SessionSummary {
     pub late: u64,
     /// Copies of packets already held or released.
     pub duplicates: u64,
-    /// Current offset between the edge's ingest time and release, ms.
+    /// Release latency in force for the session (edge ingest to relay output), ms.
     pub latency_ms: u32,
 }
 
