@@ -219,6 +219,38 @@ fn ident(dir: &Path, name: &str) -> Ident {
     }
 }
 
+/// Identities for the relay and one device (`device_name`) in `dir`, an output sink,
+/// and a relay on 127.0.0.1:0 that knows only that device.
+struct Setup {
+    relay_id: Ident,
+    dev: Ident,
+    out: SocketAddr,
+    rec: Received,
+    sink: tokio::task::JoinHandle<()>,
+    relay: RelayHandle,
+}
+
+async fn setup(dir: &Path, device_name: &str) -> Setup {
+    let relay_id = ident(dir, "relay");
+    let dev = ident(dir, device_name);
+    let (out, rec, sink) = output_sink().await;
+    let relay = start_relay(relay_config(
+        dir,
+        "127.0.0.1:0".parse().unwrap(),
+        &dev.fp,
+        out,
+    ))
+    .await;
+    Setup {
+        relay_id,
+        dev,
+        out,
+        rec,
+        sink,
+        relay,
+    }
+}
+
 /// Relay config text: one device `cam` with fingerprint `device_fp`, UDP output to `out`.
 fn relay_config(
     dir: &Path,
@@ -323,16 +355,13 @@ async fn emulated(
     events: Option<mpsc::UnboundedSender<SenderEvent>>,
 ) -> Emulated {
     let dir = TempDir::new(tag).unwrap();
-    let relay_id = ident(dir.path(), "relay");
-    let dev = ident(dir.path(), "device");
-    let (out, rec, sink) = output_sink().await;
-    let relay = start_relay(relay_config(
-        dir.path(),
-        "127.0.0.1:0".parse().unwrap(),
-        &dev.fp,
-        out,
-    ))
-    .await;
+    let Setup {
+        relay_id,
+        rec,
+        sink,
+        relay,
+        ..
+    } = setup(dir.path(), "device").await;
     let emu = Emulator::start(
         EmulatorConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -569,16 +598,14 @@ async fn link_outage_is_routed_around() {
 async fn relay_restart_edge_reconnects() {
     let _serial = SERIAL.lock().await;
     let dir = TempDir::new("restart").unwrap();
-    let relay_id = ident(dir.path(), "relay");
-    let dev = ident(dir.path(), "device");
-    let (out, rec, sink) = output_sink().await;
-    let relay = start_relay(relay_config(
-        dir.path(),
-        "127.0.0.1:0".parse().unwrap(),
-        &dev.fp,
+    let Setup {
+        relay_id,
+        dev,
         out,
-    ))
-    .await;
+        rec,
+        sink,
+        relay,
+    } = setup(dir.path(), "device").await;
     let addr = relay.local_addr();
     let ecfg = edge_config(dir.path(), "device", addr, &relay_id.fp, &addr_links(2));
     let (edge, _) = start_edge(ecfg, u64::MAX, None).await;
@@ -650,16 +677,13 @@ async fn relay_restart_edge_reconnects() {
 async fn interface_bound_link_on_lo() {
     let _serial = SERIAL.lock().await;
     let dir = TempDir::new("lo").unwrap();
-    let relay_id = ident(dir.path(), "relay");
-    let dev = ident(dir.path(), "device");
-    let (out, rec, sink) = output_sink().await;
-    let relay = start_relay(relay_config(
-        dir.path(),
-        "127.0.0.1:0".parse().unwrap(),
-        &dev.fp,
-        out,
-    ))
-    .await;
+    let Setup {
+        relay_id,
+        rec,
+        sink,
+        relay,
+        ..
+    } = setup(dir.path(), "device").await;
     // SO_BINDTODEVICE needs CAP_NET_RAW: probe it the way the edge does.
     if let Err(e) = socket::bind_link_socket(&LinkBind::Interface("lo".into()), relay.local_addr())
     {
@@ -712,17 +736,14 @@ async fn interface_bound_link_on_lo() {
 async fn unknown_device_edge_is_refused() {
     let _serial = SERIAL.lock().await;
     let dir = TempDir::new("unknown").unwrap();
-    let relay_id = ident(dir.path(), "relay");
-    let known = ident(dir.path(), "device");
+    let Setup {
+        relay_id,
+        rec,
+        sink,
+        relay,
+        ..
+    } = setup(dir.path(), "device").await;
     let _stranger = ident(dir.path(), "stranger");
-    let (out, rec, sink) = output_sink().await;
-    let relay = start_relay(relay_config(
-        dir.path(),
-        "127.0.0.1:0".parse().unwrap(),
-        &known.fp,
-        out,
-    ))
-    .await;
     let ecfg = edge_config(
         dir.path(),
         "stranger",
@@ -779,11 +800,10 @@ fn output_checker_sees_gaps() {
     let mut ts = TestStream::new();
     let recs: Vec<Arrival> = (0..200u64)
         .map(|i| {
-            let mut d = Vec::new();
-            for _ in 0..TS_PER_DATAGRAM {
-                d.extend_from_slice(&ts.next_packet(400));
-            }
-            (t0 + Duration::from_millis(10 * i), d)
+            (
+                t0 + Duration::from_millis(10 * i),
+                ts.next_group(TS_PER_DATAGRAM, 400),
+            )
         })
         .collect();
     let c = check_output(&recs, t0);

@@ -236,6 +236,15 @@ impl TestStream {
         s
     }
 
+    /// The next `n` TS packets, concatenated (one media datagram's worth).
+    pub fn next_group(&mut self, n: usize, packets_per_second: u64) -> Vec<u8> {
+        let mut g = Vec::with_capacity(n * TS_PACKET);
+        for _ in 0..n {
+            g.extend_from_slice(&self.next_packet(packets_per_second));
+        }
+        g
+    }
+
     /// Next TS packet. `packets_per_second` sets the PSI/keyframe cadence.
     pub fn next_packet(&mut self, packets_per_second: u64) -> [u8; TS_PACKET] {
         let n = self.packets;

@@ -114,10 +114,7 @@ impl MediaSource for TestSource {
                     _ = shutdown.changed() => return,
                     _ = tokio::time::sleep_until(next) => {}
                 }
-                let mut g = Vec::with_capacity(group);
-                for _ in 0..TS_PER_DATAGRAM {
-                    g.extend_from_slice(&ts.next_packet(pps));
-                }
+                let g = ts.next_group(TS_PER_DATAGRAM, pps);
                 // Ingest time is the scheduled time, so timer lateness counts against us.
                 if out.send((next.into_std(), g)).await.is_err() {
                     return;

@@ -178,10 +178,7 @@ pub fn run_detailed(sc: &Scenario, epoch: Instant) -> VirtRun {
             }
         }
         while next_media <= now && next_media < end {
-            let mut buf = Vec::with_capacity(payload_bytes);
-            for _ in 0..TS_PER_DATAGRAM {
-                buf.extend_from_slice(&stream.next_packet(pps));
-            }
+            let buf = stream.next_group(TS_PER_DATAGRAM, pps);
             let flags = classify.classify(&buf);
             tx.push_media(now, &buf, flags);
             offered += 1;
