@@ -21,6 +21,11 @@ export BRAID_TRACES
 CARGO ?= cargo
 LOCKED := $(if $(wildcard Cargo.lock),--locked,)
 
+# GStreamer plugins the edge pipeline and relay outputs use (x264enc: ugly; srt, webrtcdsp,
+# mpegtsmux, rtmp2: bad; timeoverlay: x; alsasrc: alsa; avenc_aac/avdec_h264: libav).
+GST_PLUGIN_PKGS := gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+	gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x gstreamer1.0-alsa
+
 # apt-get needs root; use sudo when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -33,6 +38,12 @@ deps:
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing build-essential"; \
+	command -v srt-live-transmit >/dev/null 2>&1 || missing="$$missing srt-tools"; \
+	command -v gst-inspect-1.0 >/dev/null 2>&1 || missing="$$missing gstreamer1.0-tools"; \
+	pkg-config --exists gstreamer-app-1.0 2>/dev/null || missing="$$missing libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev"; \
+	for pkg in $(GST_PLUGIN_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$missing"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \

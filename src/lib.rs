@@ -19,6 +19,7 @@
 pub mod config;
 pub mod core;
 pub mod edge;
+pub mod media;
 pub mod relay;
 pub mod sim;
 pub mod system;

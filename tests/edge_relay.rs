@@ -11,6 +11,7 @@ use braid::core::sender::SenderEvent;
 use braid::core::ts::TEST_VIDEO_PID;
 use braid::core::wire::{TS_PACKET, TS_PER_DATAGRAM};
 use braid::edge::{self, EdgeHandle, EdgeOptions, MediaSource, TestSource};
+use braid::media::MediaControl;
 use braid::relay::{self, RelayHandle, RelayOptions};
 use braid::sim::emulator::{EmuLink, Emulator, EmulatorConfig, EmulatorHandle};
 use braid::sim::linkmodel::LinkParams;
@@ -50,10 +51,11 @@ impl MediaSource for Limited {
     fn spawn(
         self: Box<Self>,
         out: mpsc::Sender<(Instant, Vec<u8>)>,
+        control: watch::Receiver<MediaControl>,
         mut shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let (tx, mut rx) = mpsc::channel(1024);
-        let inner = self.inner.spawn(tx, shutdown.clone());
+        let inner = self.inner.spawn(tx, control, shutdown.clone());
         let (limit, forwarded) = (self.limit, self.forwarded);
         tokio::spawn(async move {
             while forwarded.load(Ordering::Relaxed) < limit {

@@ -15,6 +15,7 @@ use crate::config::{EdgeConfig, InputConfig, LinkBind};
 use crate::core::sender::{LinkId, Sender, SenderConfig, SenderEvent, SenderStats};
 use crate::core::ts::{Classifier, Packetizer, TestStream};
 use crate::core::wire::{self, Control, SessionSummary, TS_PACKET, TS_PER_DATAGRAM};
+use crate::media::MediaControl;
 use crate::transport::{netwatch, quic, socket, tls};
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
@@ -28,10 +29,14 @@ use tokio::sync::{mpsc, watch};
 /// Where media comes from. The UDP listener and the test source implement it today;
 /// the GStreamer camera pipeline (appsink) is the next implementation.
 pub trait MediaSource: Send + 'static {
-    /// Run until `shutdown`, sending groups of whole TS packets with their ingest time.
+    /// Run until `shutdown`, sending groups of whole TS packets with their capture time
+    /// (when the picture or sound was taken; ingest time for pass-through sources).
+    /// `control` carries the bitrate controller's wishes; sources that cannot adapt
+    /// ignore it.
     fn spawn(
         self: Box<Self>,
         out: mpsc::Sender<(Instant, Vec<u8>)>,
+        control: watch::Receiver<MediaControl>,
         shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()>;
 }
@@ -55,6 +60,7 @@ impl MediaSource for UdpSource {
     fn spawn(
         self: Box<Self>,
         out: mpsc::Sender<(Instant, Vec<u8>)>,
+        _control: watch::Receiver<MediaControl>,
         mut shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
@@ -100,6 +106,7 @@ impl MediaSource for TestSource {
     fn spawn(
         self: Box<Self>,
         out: mpsc::Sender<(Instant, Vec<u8>)>,
+        _control: watch::Receiver<MediaControl>,
         mut shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
@@ -191,6 +198,14 @@ impl EdgeHandle {
     }
 }
 
+/// The bitrate the source starts at, before the controller has measured anything.
+fn initial_target_bps(cfg: &EdgeConfig) -> u64 {
+    match cfg.input {
+        InputConfig::Test { rate_bps } => rate_bps,
+        InputConfig::Udp { .. } => 2_000_000,
+    }
+}
+
 fn source_for(cfg: &InputConfig) -> Result<Box<dyn MediaSource>> {
     Ok(match cfg {
         InputConfig::Udp { listen } => Box::new(UdpSource::bind(*listen)?),
@@ -229,7 +244,8 @@ pub async fn start_with_source(
     }));
     let (media_tx, media_rx) = mpsc::channel(1024);
     let (link_tx, link_rx) = mpsc::channel(4096);
-    let mut tasks = vec![source.spawn(media_tx, shutdown_rx.clone())];
+    let (control_tx, control_rx) = watch::channel(MediaControl::new(initial_target_bps(&cfg)));
+    let mut tasks = vec![source.spawn(media_tx, control_rx, shutdown_rx.clone())];
 
     let links: Vec<(LinkId, String, LinkBind)> = cfg
         .links
@@ -318,6 +334,8 @@ pub async fn start_with_source(
         events: opts.events,
         epoch,
         names: links.iter().map(|l| (l.0, l.1.clone())).collect(),
+        control: control_tx,
+        relay_lost: 0,
     };
     tasks.push(tokio::spawn(core.run(
         media_rx,
@@ -371,6 +389,11 @@ struct CoreTask {
     events: Option<mpsc::UnboundedSender<SenderEvent>>,
     epoch: Instant,
     names: Vec<(LinkId, String)>,
+    /// What the media source is asked to do (bitrate, picture size, keyframes).
+    control: watch::Sender<MediaControl>,
+    /// The relay's `lost` count last seen: a rise means the picture is damaged until
+    /// the next keyframe, so one is asked for.
+    relay_lost: u64,
 }
 
 impl CoreTask {
@@ -458,6 +481,10 @@ impl CoreTask {
             }
             LinkMsg::Datagram(id, d) => self.sender.handle_datagram(now, id, &d),
             LinkMsg::Summary(s) => {
+                if s.lost > self.relay_lost {
+                    self.control.send_modify(|c| c.keyframe_requests += 1);
+                }
+                self.relay_lost = s.lost;
                 if let Ok(mut st) = self.stats.lock() {
                     st.relay = Some(s);
                 }

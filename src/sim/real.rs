@@ -249,6 +249,7 @@ impl MediaSource for GatedSource {
     fn spawn(
         self: Box<Self>,
         out: mpsc::Sender<(Instant, Vec<u8>)>,
+        control: tokio::sync::watch::Receiver<crate::media::MediaControl>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let GatedSource { mut go, inner } = *self;
@@ -256,7 +257,7 @@ impl MediaSource for GatedSource {
             if go.wait_for(|g| *g).await.is_err() {
                 return;
             }
-            let _ = Box::new(inner).spawn(out, shutdown).await;
+            let _ = Box::new(inner).spawn(out, control, shutdown).await;
         })
     }
 }
