@@ -951,6 +951,34 @@ impl Sender {
         out
     }
 
+    /// What the bitrate controller needs to know, at `now` (see [`super::bitrate`]).
+    pub fn observe(&self) -> super::bitrate::Observation {
+        let queued = |seqs: &VecDeque<u64>| -> usize {
+            seqs.iter()
+                .filter_map(|&s| self.packet(s))
+                .filter(|p| !p.acked)
+                .map(|p| p.encoded.len())
+                .sum()
+        };
+        super::bitrate::Observation {
+            links: self
+                .links
+                .iter()
+                .map(|l| super::bitrate::LinkObservation {
+                    up: l.state == LinkState::Up,
+                    rate_bps: l.rate * 8.0,
+                    min_rtt: l.min_rtt(),
+                    srtt: l.srtt(),
+                    inflight_bytes: l.inflight_bytes,
+                })
+                .collect(),
+            queued_bytes: queued(&self.fresh) + queued(&self.resend),
+            // Only drops at the edge: `expired_unrepaired` also counts copies declared
+            // lost that still arrive (reordering on a queue-heavy link).
+            expired: self.stats.expired_unsent,
+        }
+    }
+
     /// Snapshot of counters and estimates.
     pub fn stats(&self) -> SenderStats {
         let mut s = self.stats.clone();

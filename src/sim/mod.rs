@@ -1,6 +1,7 @@
 //! Link emulation and simulation: traces, trace-driven link model, the bound a perfect
 //! aggregate could reach, the virtual-time harness and the real-time UDP emulator.
 
+pub mod adaptive;
 pub mod bound;
 pub mod emulator;
 pub mod linkmodel;

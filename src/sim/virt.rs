@@ -54,6 +54,59 @@ fn media_header(d: &Bytes) -> Option<MediaHeader> {
     }
 }
 
+/// What feeds the sender in a virtual run: the constant-rate test stream
+/// ([`ConstantSource`]) or an encoder model under the bitrate controller
+/// ([`super::adaptive`]).
+pub trait VirtSource {
+    /// When the source next has something to do (None: finished).
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Push everything due at `now` into the sender (and read its state if the source
+    /// adapts). Returns the media datagrams pushed.
+    fn handle_timeout(&mut self, now: Instant, tx: &mut Sender) -> u64;
+}
+
+/// The scenario's constant `input_bps` as groups of 7 TS packets of the test stream.
+pub struct ConstantSource {
+    stream: TestStream,
+    classify: Classifier,
+    pps: u64,
+    interval: Duration,
+    next: Instant,
+    end: Instant,
+}
+
+impl ConstantSource {
+    pub fn new(sc: &Scenario, epoch: Instant) -> Self {
+        let payload_bytes = TS_PACKET * TS_PER_DATAGRAM;
+        ConstantSource {
+            stream: TestStream::new(),
+            classify: Classifier::new(),
+            pps: (sc.input_bps / 8.0 / TS_PACKET as f64) as u64,
+            interval: Duration::from_secs_f64(payload_bytes as f64 * 8.0 / sc.input_bps),
+            next: epoch,
+            end: epoch + sc.duration,
+        }
+    }
+}
+
+impl VirtSource for ConstantSource {
+    fn poll_timeout(&self) -> Option<Instant> {
+        (self.next < self.end).then_some(self.next)
+    }
+
+    fn handle_timeout(&mut self, now: Instant, tx: &mut Sender) -> u64 {
+        let mut n = 0;
+        while self.next <= now && self.next < self.end {
+            let buf = self.stream.next_group(TS_PER_DATAGRAM, self.pps);
+            let flags = self.classify.classify(&buf);
+            tx.push_media(now, &buf, flags);
+            n += 1;
+            self.next += self.interval;
+        }
+        n
+    }
+}
+
 /// Run a scenario in virtual time. `epoch` is only a base for `Instant` arithmetic.
 pub fn run(sc: &Scenario, epoch: Instant) -> SimReport {
     run_detailed(sc, epoch).report
@@ -61,6 +114,13 @@ pub fn run(sc: &Scenario, epoch: Instant) -> SimReport {
 
 /// Run a scenario in virtual time and keep what tests need beyond the report.
 pub fn run_detailed(sc: &Scenario, epoch: Instant) -> VirtRun {
+    let mut source = ConstantSource::new(sc, epoch);
+    run_with_source(sc, epoch, &mut source)
+}
+
+/// Run a scenario in virtual time with any source. The report's `offered`,
+/// `goodput_bps` and `wire_overhead` count the bytes the source actually pushed.
+pub fn run_with_source(sc: &Scenario, epoch: Instant, source: &mut dyn VirtSource) -> VirtRun {
     let session = 0x5157_u32;
     let scfg = SenderConfig {
         session,
@@ -94,18 +154,13 @@ pub fn run_detailed(sc: &Scenario, epoch: Instant) -> VirtRun {
     link_events.sort_by_key(|e| e.at);
     let mut link_events = link_events.into_iter().peekable();
 
-    let payload_bytes = TS_PACKET * TS_PER_DATAGRAM;
-    let interval = Duration::from_secs_f64(payload_bytes as f64 * 8.0 / sc.input_bps);
     let end = epoch + sc.duration;
     let drain_end = end + sc.latency + Duration::from_secs(1);
     let seconds = drain_end.duration_since(epoch).as_secs() as usize + 1;
-    let mut stream = TestStream::new();
-    let mut classify = Classifier::new();
-    let pps = (sc.input_bps / 8.0 / TS_PACKET as f64) as u64;
-    let mut next_media = epoch;
     let mut now = epoch;
     let mut offered = 0u64;
     let mut on_time = 0u64;
+    let mut on_time_bytes = 0u64;
     let mut latencies = Vec::new();
     let mut last_out: Option<(Instant, u64)> = None;
     let mut max_gap = Duration::ZERO;
@@ -127,8 +182,8 @@ pub fn run_detailed(sc: &Scenario, epoch: Instant) -> VirtRun {
     loop {
         // Next event time.
         let mut next = drain_end;
-        if next_media < end {
-            next = next.min(next_media);
+        if let Some(t) = source.poll_timeout() {
+            next = next.min(t);
         }
         if let Some(e) = link_events.peek() {
             next = next.min(epoch + e.at);
@@ -177,12 +232,8 @@ pub fn run_detailed(sc: &Scenario, epoch: Instant) -> VirtRun {
                 _ => {}
             }
         }
-        while next_media <= now && next_media < end {
-            let buf = stream.next_group(TS_PER_DATAGRAM, pps);
-            let flags = classify.classify(&buf);
-            tx.push_media(now, &buf, flags);
-            offered += 1;
-            next_media += interval;
+        if source.poll_timeout().is_some_and(|t| t <= now) {
+            offered += source.handle_timeout(now, &mut tx);
         }
         tx.handle_timeout(now);
         for (i, m) in ups.iter_mut().enumerate() {
@@ -201,6 +252,7 @@ pub fn run_detailed(sc: &Scenario, epoch: Instant) -> VirtRun {
             let lat = now.duration_since(epoch + Duration::from_micros(r.send_time_us));
             if lat <= budget {
                 on_time += 1;
+                on_time_bytes += r.payload.len() as u64;
             }
             latencies.push(lat.as_secs_f64() * 1e3);
             if let Some((t, seq)) = last_out {
@@ -267,7 +319,7 @@ pub fn run_detailed(sc: &Scenario, epoch: Instant) -> VirtRun {
     }
     let total_first: u64 = first_share.iter().sum::<u64>().max(1);
     let es = tx.stats();
-    let media_ts_bytes = offered * payload_bytes as u64;
+    let media_ts_bytes = es.media_bytes_in;
     let capacity = sc.capacity_bps();
     let bound = sc.bound_bps(sc.latency);
     let report = SimReport {
@@ -277,14 +329,14 @@ pub fn run_detailed(sc: &Scenario, epoch: Instant) -> VirtRun {
         input_bps: sc.input_bps,
         budget_ms: sc.latency.as_secs_f64() * 1e3,
         offered,
-        ts_packets_offered: offered * TS_PER_DATAGRAM as u64,
+        ts_packets_offered: es.media_bytes_in / TS_PACKET as u64,
         delivered_on_time: on_time,
         delivered_late: rs.late + (rs.released - on_time),
         lost: offered.saturating_sub(rs.released),
         duplicated: rs.duplicates,
         on_time_fraction: on_time as f64 / offered.max(1) as f64,
         latency: LatencySummary::from_ms(latencies),
-        goodput_bps: on_time as f64 * payload_bytes as f64 * 8.0 / sc.duration.as_secs_f64(),
+        goodput_bps: on_time_bytes as f64 * 8.0 / sc.duration.as_secs_f64(),
         capacity_bps: capacity,
         bound_bps: bound,
         input_fraction_of_bound: bound.map(|b| sc.input_bps / b),
