@@ -172,6 +172,7 @@ impl Edge {
             link_seq: self.link_seq,
             seq,
             send_time_us: self.epoch.elapsed().as_micros() as u64,
+            capture_age: 0,
         };
         self.link_seq += 1;
         wire::encode_media(&h, &ts_packets(self.marker, seq))
@@ -334,7 +335,7 @@ async fn junk_wrong_session_and_replay_are_counted_and_the_stream_keeps_flowing(
     e.send(Bytes::from(junk));
     // A media header cut short.
     e.send(Bytes::from_static(&[
-        0x10, 0x00, 0x00, 0x00, 0x00, 0x4d, 0x00,
+        0x20, 0x00, 0x00, 0x00, 0x00, 0x4d, 0x00,
     ]));
     // A well-formed media datagram of another session.
     let other = wire::encode_media(
@@ -344,6 +345,7 @@ async fn junk_wrong_session_and_replay_are_counted_and_the_stream_keeps_flowing(
             link_seq: 999,
             seq: 10,
             send_time_us: 0,
+            capture_age: 0,
         },
         &ts_packets(9, 10),
     );

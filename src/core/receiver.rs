@@ -95,8 +95,19 @@ pub struct Released {
     pub seq: u64,
     /// Edge ingest time (edge clock, µs since the edge's session epoch).
     pub send_time_us: u64,
+    /// Ingest to release, by the receiver's estimate of the edge clock.
+    pub delay: Duration,
+    /// Capture to ingest at the edge (from the header).
+    pub capture_age: Duration,
     /// Whole TS packets.
     pub payload: Bytes,
+}
+
+impl Released {
+    /// Glass-to-glass so far: camera capture to relay output.
+    pub fn capture_to_output(&self) -> Duration {
+        self.delay + self.capture_age
+    }
 }
 
 /// Why a datagram was refused (it is counted either way).
@@ -209,6 +220,7 @@ fn set_bit(w: &mut [u64; 4], i: u32) {
 #[derive(Debug)]
 struct Held {
     send_time_us: u64,
+    capture_age: u16,
     payload: Bytes,
 }
 
@@ -424,6 +436,7 @@ impl Receiver {
             seq,
             Held {
                 send_time_us: header.send_time_us,
+                capture_age: header.capture_age,
                 payload,
             },
         );
@@ -471,9 +484,15 @@ impl Receiver {
             self.next_release = Some(seq.saturating_add(1));
             self.stats.released += 1;
             self.stats.released_bytes += held.payload.len() as u64;
+            // Where the edge's ingest instant falls on our clock.
+            let clock = self.clock_us.or(self.offset_us).unwrap_or(0);
+            let ingest_us = held.send_time_us as i64 + clock;
+            let delay_us = (self.us(now) - ingest_us).max(0) as u64;
             self.out.push_back(Released {
                 seq,
                 send_time_us: held.send_time_us,
+                delay: Duration::from_micros(delay_us),
+                capture_age: Duration::from_micros(u64::from(held.capture_age) * 100),
                 payload: held.payload,
             });
         }
@@ -614,6 +633,7 @@ mod tests {
                 link_seq,
                 seq,
                 send_time_us: t_us,
+                capture_age: 0,
             },
             &p,
         )

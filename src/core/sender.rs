@@ -437,8 +437,21 @@ impl Sender {
         self.links.iter().find(|l| l.id == id).map(|l| l.state)
     }
 
-    /// One group of whole TS packets from the source, ingested `now`.
+    /// One group of whole TS packets from the source, ingested (and captured) `now`.
     pub fn push_media(&mut self, now: Instant, payload: &[u8], flags: Flags) -> u64 {
+        self.push_media_captured(now, now, payload, flags)
+    }
+
+    /// One group of whole TS packets ingested `now`, captured by the camera at
+    /// `captured` (the deadline still counts from ingest; the capture age travels in
+    /// the header for the relay's glass-to-glass figure).
+    pub fn push_media_captured(
+        &mut self,
+        now: Instant,
+        captured: Instant,
+        payload: &[u8],
+        flags: Flags,
+    ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         let send_time_us = now.duration_since(self.epoch).as_micros() as u64;
@@ -449,6 +462,7 @@ impl Sender {
                 link_seq: 0,
                 seq,
                 send_time_us,
+                capture_age: wire::capture_age_units(now.saturating_duration_since(captured)),
             },
             payload,
         );

@@ -8,7 +8,7 @@
 //!
 //! | kind | direction | layout after the first byte |
 //! |---|---|---|
-//! | 0 media | edge -> relay | flags u8, session u32, link_seq u32, seq u64, send_time_us u64, payload (whole 188-byte TS packets) |
+//! | 0 media | edge -> relay | flags u8, session u32, link_seq u32, seq u64, send_time_us u64, capture_age u16 (units of 100 µs), payload (whole 188-byte TS packets) |
 //! | 1 probe | edge -> relay | flags u8, session u32, link_seq u32, zero padding |
 //! | 2 report | relay -> edge | 0 u8, session u32, largest u32, hold_us u32, bitmap [u8; 32], received_bytes u64 |
 //! | 3 nack | relay -> edge | 0 u8, session u32, count u8, count × (first seq u64, len u16) |
@@ -19,13 +19,13 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Protocol version carried in every datagram and in `Join`.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Size of one MPEG-TS packet.
 pub const TS_PACKET: usize = 188;
 /// TS packets per datagram on a 1500-byte path (the UDP/MPEG-TS convention).
 pub const TS_PER_DATAGRAM: usize = 7;
 /// Bytes of the media header in front of the TS payload.
-pub const MEDIA_HEADER: usize = 26;
+pub const MEDIA_HEADER: usize = 28;
 /// Bytes of a probe datagram (header only, no padding requested by default).
 pub const PROBE_LEN: usize = 10;
 /// Link sequence numbers covered by a report's bitmap, below `largest`.
@@ -108,6 +108,15 @@ pub struct MediaHeader {
     pub seq: u64,
     /// Edge ingest time of the media, microseconds since the edge's session epoch.
     pub send_time_us: u64,
+    /// How long before ingest the media was captured (camera to sender: capture,
+    /// encode, mux), in units of 100 µs, saturating at 6.5535 s. The relay adds it to
+    /// its own output delay to report glass-to-glass latency.
+    pub capture_age: u16,
+}
+
+/// [`MediaHeader::capture_age`] from a duration, saturating.
+pub fn capture_age_units(age: std::time::Duration) -> u16 {
+    (age.as_micros() / 100).min(u128::from(u16::MAX)) as u16
 }
 
 /// A decoded datagram; media payload is a zero-copy slice of the input.
@@ -176,6 +185,7 @@ pub fn encode_media(h: &MediaHeader, payload: &[u8]) -> Bytes {
     b.put_u32(h.link_seq);
     b.put_u64(h.seq);
     b.put_u64(h.send_time_us);
+    b.put_u16(h.capture_age);
     b.put_slice(payload);
     b.freeze()
 }
@@ -250,6 +260,7 @@ pub fn decode(d: &Bytes) -> Result<Datagram, WireError> {
             let link_seq = r.get_u32();
             let seq = r.get_u64();
             let send_time_us = r.get_u64();
+            let capture_age = r.get_u16();
             let payload = d.slice(MEDIA_HEADER..);
             if payload.is_empty() || payload.len() % TS_PACKET != 0 {
                 return Err(WireError::Payload(payload.len()));
@@ -264,6 +275,7 @@ pub fn decode(d: &Bytes) -> Result<Datagram, WireError> {
                     link_seq,
                     seq,
                     send_time_us,
+                    capture_age,
                 },
                 payload,
             })
@@ -475,13 +487,14 @@ mod tests {
     }
 
     #[test]
-    fn media_layout_is_26_bytes_and_restamp_changes_only_copy_fields() {
+    fn media_layout_is_28_bytes_and_restamp_changes_only_copy_fields() {
         let h = MediaHeader {
             flags: Flags(Flags::KEYFRAME),
             session: 0xdead_beef,
             link_seq: 7,
             seq: 1 << 40,
             send_time_us: 123_456_789,
+            capture_age: 42,
         };
         let d = encode_media(&h, &ts_payload(7, 1));
         assert_eq!(d.len(), MEDIA_HEADER + 7 * TS_PACKET);
@@ -503,15 +516,15 @@ mod tests {
     fn junk_is_refused() {
         assert_eq!(decode(&Bytes::new()), Err(WireError::Empty));
         assert_eq!(
-            decode(&Bytes::from_static(&[0x20])),
-            Err(WireError::Version(2))
+            decode(&Bytes::from_static(&[0x30])),
+            Err(WireError::Version(3))
         );
         assert_eq!(
-            decode(&Bytes::from_static(&[0x1f])),
+            decode(&Bytes::from_static(&[0x2f])),
             Err(WireError::Kind(15))
         );
         assert!(matches!(
-            decode(&Bytes::from_static(&[0x10, 0, 0, 0])),
+            decode(&Bytes::from_static(&[0x20, 0, 0, 0])),
             Err(WireError::Truncated { .. })
         ));
         let h = MediaHeader {
@@ -520,6 +533,7 @@ mod tests {
             link_seq: 1,
             seq: 1,
             send_time_us: 1,
+            capture_age: 0,
         };
         let mut bad = ts_payload(2, 0);
         bad[TS_PACKET] = 0x00;
@@ -550,8 +564,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn media_roundtrip(flags: u8, session: u32, link_seq: u32, seq: u64, t: u64, n in 1usize..8, fill: u8) {
-            let h = MediaHeader { flags: Flags(flags), session, link_seq, seq, send_time_us: t };
+        fn media_roundtrip(flags: u8, session: u32, link_seq: u32, seq: u64, t: u64, age: u16, n in 1usize..8, fill: u8) {
+            let h = MediaHeader { flags: Flags(flags), session, link_seq, seq, send_time_us: t, capture_age: age };
             let p = ts_payload(n, fill);
             let d = encode_media(&h, &p);
             prop_assert_eq!(decode(&d).unwrap(), Datagram::Media { header: h, payload: Bytes::from(p) });

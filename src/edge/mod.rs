@@ -12,6 +12,7 @@
 //! - the **net watcher** reports interfaces going down, acted on at once.
 
 use crate::config::{EdgeConfig, InputConfig, LinkBind};
+use crate::core::bitrate::{self, BitrateEvent, Controller, ControllerConfig, ControllerStats};
 use crate::core::sender::{LinkId, Sender, SenderConfig, SenderEvent, SenderStats};
 use crate::core::ts::{Classifier, Packetizer, TestStream};
 use crate::core::wire::{self, Control, SessionSummary, TS_PACKET, TS_PER_DATAGRAM};
@@ -39,6 +40,17 @@ pub trait MediaSource: Send + 'static {
         control: watch::Receiver<MediaControl>,
         shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()>;
+
+    /// The encoder's bitrate follows [`MediaControl::target_bps`]: the edge runs the
+    /// bitrate controller for it. Pass-through sources say no.
+    fn adapts(&self) -> bool {
+        false
+    }
+
+    /// Floor, ceiling and picture ladder for the controller (when it adapts).
+    fn controller_config(&self) -> ControllerConfig {
+        ControllerConfig::default()
+    }
 }
 
 /// MPEG-TS over UDP from an external encoder (e.g. ffmpeg `-f mpegts udp://...`).
@@ -153,6 +165,10 @@ pub struct EdgeStats {
     pub links: Vec<EdgeLinkStatus>,
     pub sender: SenderStats,
     pub relay: Option<SessionSummary>,
+    /// Bitrate controller state (None when the source does not adapt).
+    pub bitrate: Option<ControllerStats>,
+    /// What the source actually produced over the last second, bit/s.
+    pub source_bps: f64,
     pub events: Vec<String>,
 }
 
@@ -244,7 +260,16 @@ pub async fn start_with_source(
     }));
     let (media_tx, media_rx) = mpsc::channel(1024);
     let (link_tx, link_rx) = mpsc::channel(4096);
-    let (control_tx, control_rx) = watch::channel(MediaControl::new(initial_target_bps(&cfg)));
+    let controller = source.adapts().then(|| {
+        let mut c = source.controller_config();
+        c.latency = cfg.relay.latency;
+        c.start_bps = initial_target_bps(&cfg).clamp(c.floor_bps, c.ceiling_bps);
+        Controller::new(c, Instant::now())
+    });
+    let start_bps = controller
+        .as_ref()
+        .map_or(initial_target_bps(&cfg), |c| c.target().bps);
+    let (control_tx, control_rx) = watch::channel(MediaControl::new(start_bps));
     let mut tasks = vec![source.spawn(media_tx, control_rx, shutdown_rx.clone())];
 
     let links: Vec<(LinkId, String, LinkBind)> = cfg
@@ -321,12 +346,16 @@ pub async fn start_with_source(
         }
     }
 
-    let scfg = SenderConfig {
+    let mut scfg = SenderConfig {
         session,
         latency: cfg.relay.latency,
         duplicate_budget: cfg.scheduler.duplicate_budget,
         ..Default::default()
     };
+    if controller.is_some() {
+        // The encoder absorbs capacity changes: keep network queues short.
+        scfg.queue_share = bitrate::ADAPTIVE_QUEUE_SHARE;
+    }
     let core = CoreTask {
         sender: Sender::new(scfg, epoch),
         conns: Vec::new(),
@@ -336,6 +365,8 @@ pub async fn start_with_source(
         names: links.iter().map(|l| (l.0, l.1.clone())).collect(),
         control: control_tx,
         relay_lost: 0,
+        controller,
+        source_window: std::collections::VecDeque::new(),
     };
     tasks.push(tokio::spawn(core.run(
         media_rx,
@@ -394,6 +425,9 @@ struct CoreTask {
     /// The relay's `lost` count last seen: a rise means the picture is damaged until
     /// the next keyframe, so one is asked for.
     relay_lost: u64,
+    controller: Option<Controller>,
+    /// (arrival, bytes) from the source over the last second.
+    source_window: std::collections::VecDeque<(Instant, usize)>,
 }
 
 impl CoreTask {
@@ -407,7 +441,11 @@ impl CoreTask {
         let mut stats_tick = tokio::time::interval(Duration::from_millis(100));
         let mut media_open = true;
         loop {
-            let timeout = self.sender.poll_timeout();
+            let mut timeout = self.sender.poll_timeout();
+            if let Some(c) = &self.controller {
+                let t = c.poll_timeout();
+                timeout = Some(timeout.map_or(t, |x| x.min(t)));
+            }
             let sleep = async {
                 match timeout {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -423,10 +461,15 @@ impl CoreTask {
                 },
                 m = media.recv(), if media_open => match m {
                     Some((at, g)) => {
+                        let arrived = Instant::now();
+                        self.source_window.push_back((arrived, g.len()));
+                        while self.source_window.front().is_some_and(|f| arrived.duration_since(f.0) > Duration::from_secs(1)) {
+                            self.source_window.pop_front();
+                        }
                         let per = self.ts_per_datagram();
                         for chunk in g.chunks(per * TS_PACKET) {
                             let flags = classify.classify(chunk);
-                            self.sender.push_media(at, chunk, flags);
+                            self.sender.push_media_captured(arrived, at, chunk, flags);
                         }
                         let mut st = self.stats.lock().expect("stats");
                         if st.first_packet_after_s.is_none() && !self.conns.is_empty() {
@@ -441,18 +484,58 @@ impl CoreTask {
                     }
                 },
                 _ = sleep => {
-                    self.sender.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    self.sender.handle_timeout(now);
+                    self.drive_controller(now);
                 }
                 _ = stats_tick.tick() => {
                     let s = self.sender.stats();
                     if let Ok(mut st) = self.stats.lock() {
                         st.sender = s;
                         st.uptime_s = self.epoch.elapsed().as_secs_f64();
+                        st.bitrate = self.controller.as_ref().map(|c| c.stats());
+                        st.source_bps = self.source_window.iter().map(|w| w.1).sum::<usize>() as f64 * 8.0;
                     }
                 }
             }
             self.flush();
         }
+    }
+
+    /// Runs the bitrate controller when its tick is due and publishes a changed target.
+    fn drive_controller(&mut self, now: Instant) {
+        let Some(c) = self.controller.as_mut() else {
+            return;
+        };
+        if now < c.poll_timeout() {
+            return;
+        }
+        c.handle_observation(now, &self.sender.observe());
+        while let Some(e) = c.poll_event() {
+            match e {
+                BitrateEvent::Cut {
+                    from_bps,
+                    to_bps,
+                    queue_ms,
+                    ..
+                } => tracing::debug!(
+                    from_kbps = from_bps / 1000,
+                    to_kbps = to_bps / 1000,
+                    queue_ms,
+                    "bitrate cut"
+                ),
+                BitrateEvent::Rung { rung, name, .. } => {
+                    tracing::info!(rung, picture = %name, "picture size changed")
+                }
+            }
+        }
+        let t = c.target();
+        self.control.send_if_modified(|m| {
+            let changed = m.target_bps != t.bps || m.rung != t.rung;
+            m.target_bps = t.bps;
+            m.rung = t.rung;
+            changed
+        });
     }
 
     /// TS packets per media datagram: 7 where every joined link's QUIC path takes
@@ -475,6 +558,9 @@ impl CoreTask {
             LinkMsg::Joined(id, conn, latency_ms) => {
                 self.sender
                     .set_latency(Duration::from_millis(u64::from(latency_ms)));
+                if let Some(c) = self.controller.as_mut() {
+                    c.set_latency(Duration::from_millis(u64::from(latency_ms)));
+                }
                 self.sender.add_link(now, id);
                 self.conns.retain(|c| c.0 != id);
                 self.conns.push((id, conn));
@@ -689,11 +775,11 @@ mod tests {
 
     #[test]
     fn datagram_size_sets_ts_packets_per_datagram() {
-        // initial_mtu 1400 on quinn gives 1362 bytes of datagram: 7 packets (1342).
+        // initial_mtu 1400 on quinn gives 1362 bytes of datagram: 7 packets (1344).
         assert_eq!(ts_per_datagram(1362), 7);
-        assert_eq!(ts_per_datagram(1342), 7);
-        assert_eq!(ts_per_datagram(1341), 6);
-        // quinn's 1200-byte fallback: 1162 bytes -> 6 packets (1154).
+        assert_eq!(ts_per_datagram(1344), 7);
+        assert_eq!(ts_per_datagram(1343), 6);
+        // quinn's 1200-byte fallback: 1162 bytes -> 6 packets (1156).
         assert_eq!(ts_per_datagram(1162), 6);
         assert_eq!(ts_per_datagram(100), 1);
         assert_eq!(ts_per_datagram(9000), 7);

@@ -2,7 +2,7 @@
 //! [`Receiver`], the session's outputs, and the send side of its links.
 
 use super::output::{self, Output};
-use super::stats::{LinkStats, SessionStats};
+use super::stats::{LatencyWindow, LinkStats, SessionStats};
 use super::{ReleaseEvent, TaskGuard, CLOSE_REPLACED, CLOSE_SHUTDOWN};
 use crate::config::DeviceEntry;
 use crate::core::receiver::{Receiver, ReceiverConfig};
@@ -75,6 +75,9 @@ pub(super) struct Session {
     links: BTreeMap<LinkId, Link>,
     outputs: Vec<Box<dyn Output>>,
     tap: Option<mpsc::UnboundedSender<ReleaseEvent>>,
+    /// Capture-to-output and ingest-to-output of recent releases.
+    glass: LatencyWindow,
+    transport: LatencyWindow,
     started: Instant,
     no_link_since: Option<Instant>,
     next_summary: Instant,
@@ -118,6 +121,8 @@ impl Session {
             links: BTreeMap::new(),
             outputs,
             tap,
+            glass: LatencyWindow::default(),
+            transport: LatencyWindow::default(),
             started: now,
             no_link_since: Some(now),
             next_summary: now + summary_interval,
@@ -279,6 +284,8 @@ impl Session {
     fn service(&mut self, now: Instant) {
         self.rx.handle_timeout(now);
         while let Some(r) = self.rx.poll_output() {
+            self.glass.record(r.capture_to_output());
+            self.transport.record(r.delay);
             for o in &mut self.outputs {
                 o.write(now, &r.payload);
             }
@@ -351,6 +358,8 @@ impl Session {
             output_bytes: bytes,
             output_errors: errors,
             uptime_s: now.duration_since(self.started).as_secs_f64(),
+            capture_to_output_ms: self.glass.percentiles(),
+            ingest_to_output_ms: self.transport.percentiles(),
         }
     }
 }

@@ -105,7 +105,7 @@ impl AdaptiveSource {
         let per_frame = self.applied_bps as f64 / 8.0 / f64::from(self.enc.fps);
         let gop = f64::from(self.enc.gop);
         let p = per_frame * gop / (gop - 1.0 + self.enc.keyframe_ratio);
-        let key = self.frame.is_multiple_of(u64::from(self.enc.gop));
+        let key = self.frame % u64::from(self.enc.gop) == 0;
         let base = if key { p * self.enc.keyframe_ratio } else { p };
         let j = self.rng.gen_range(-self.enc.jitter..=self.enc.jitter);
         (base * (1.0 + j)).max(TS_PACKET as f64) as usize
@@ -244,32 +244,15 @@ mod tests {
     #[ignore]
     fn sweep() {
         let base = Scenario::dev(&traces_dir(), 5e6).expect("traces");
-        let mut cands = Vec::new();
-        for qh in [0.2, 0.3] {
-            for qs in [0.2, 0.3, 0.5] {
-                for climb in [0.3, 0.5, 0.8] {
-                    for ql in [0.04, 0.08] {
-                        cands.push((qh, 1000u64, qs, 200u64, climb, ql));
-                    }
-                }
-            }
-        }
-        for (qh, drain, qs, hold, climb, ql) in cands {
-            let mut sc = base.clone();
-            sc.sender.queue_share = qs;
-            let cut = 0.5;
+        for gain in [1.1, 1.25, 1.5, 2.0, 100.0] {
+            let sc = adaptive_scenario(&base);
             let mut worst: f64 = 1.0;
             let mut mean_g = 0.0;
             let mut n = 0.0;
             for seed in 1..=2u64 {
                 for kf in [2.0, 3.0, 5.0] {
                     let cfg = ControllerConfig {
-                        queue_high: qh,
-                        drain_time: Duration::from_millis(drain),
-                        max_cut: cut,
-                        cut_holdoff: Duration::from_millis(hold),
-                        climb_per_s: climb,
-                        queue_low: ql,
+                        probe_gain: gain,
                         ..Default::default()
                     };
                     let enc = EncoderModel {
@@ -293,7 +276,7 @@ mod tests {
                 }
             }
             println!(
-                "qs {qs} qh {qh} ql {ql} drain {drain} cut {cut} hold {hold} climb {climb}: mean goodput {:.3} worst on_time {:.5}",
+                "probe_gain {gain}: mean goodput {:.3} worst on_time {:.5}",
                 mean_g / n,
                 worst
             );
