@@ -9,15 +9,26 @@
 //!   the send side of every link (reports and NACKs as datagrams, summaries on the
 //!   control streams). A `Join` with a new tag from the same device replaces the
 //!   device's session (the edge restarted); a session with no link for 30 s ends.
+//! - Outputs ([`Output`]): UDP sent from the session task; SRT, RTMP and file
+//!   recording on threads of their own behind bounded queues, restarted with
+//!   backoff when they fail ([`backoff`], `worker`).
 //! - Stats on `stats.listen`: `/api/stats` (JSON) and `/metrics` (Prometheus).
 
+pub mod backoff;
 mod output;
+mod output_file;
+mod output_gst;
 mod session;
 mod stats;
+mod worker;
 
-pub use output::{Output, OutputStats, UdpOutput, PARTIAL_FLUSH, UDP_GROUP};
+pub use output::{
+    open as open_output, Output, OutputState, OutputStats, UdpOutput, PARTIAL_FLUSH, UDP_GROUP,
+};
+pub use output_file::{segment_name, FORCE_ROTATE_AFTER};
 pub use session::IDLE_END;
-pub use stats::{LinkStats, RelayStats, SessionStats};
+pub use stats::{LinkStats, OutputStatus, RelayStats, SessionStats};
+pub use worker::{WorkerOutput, QUEUE_CHUNKS};
 
 use crate::config::{self, RelayConfig};
 use crate::core::sender::LinkId;
