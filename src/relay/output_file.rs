@@ -3,9 +3,11 @@
 //!
 //! - Segments are `DEVICE-YYYYMMDDTHHMMSS.mmmZ.ts` (UTC start time), so names
 //!   sort by time. The directory is created when missing.
-//! - A segment older than `segment_seconds` ends right before the next PAT
-//!   (PID 0: where a player can start decoding), or at the first TS packet
-//!   boundary once [`FORCE_ROTATE_AFTER`] more has passed without a PAT.
+//! - A segment older than `segment_seconds` ends right before the next video
+//!   keyframe (a packet starting a PES with `random_access_indicator` set), or at
+//!   the next TS packet boundary once [`FORCE_ROTATE_AFTER`] more has passed
+//!   without one. The new segment starts with copies of the latest PAT and PMT,
+//!   so every segment plays on its own from its first frame.
 //! - After a new segment is opened, this device's segments beyond `keep`
 //!   (the new one included) are deleted, oldest first.
 //! - A disk error (directory not creatable, write failed, disk full) fails the
@@ -20,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A segment that is due rotates at any packet boundary after this much more
-/// time without a PAT (a stream without PSI still gets rotated).
+/// time without a keyframe (an audio-only stream still gets rotated).
 pub const FORCE_ROTATE_AFTER: Duration = Duration::from_secs(2);
 /// Buffered bytes are written out at least this often.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(500);
@@ -54,6 +56,7 @@ impl Connector for FileConnector {
             started: Instant::now(),
             last_flush: Instant::now(),
             last_name: String::new(),
+            psi: Psi::default(),
         };
         r.open_segment(Instant::now())?;
         Ok(r)
@@ -69,6 +72,91 @@ pub(super) struct Recording {
     started: Instant,
     last_flush: Instant,
     last_name: String,
+    psi: Psi,
+}
+
+/// The latest PAT and PMT packets, repeated at the start of each new segment.
+#[derive(Default)]
+struct Psi {
+    pat: Option<Vec<u8>>,
+    /// PMT PIDs from the PAT, each with its latest first PMT packet.
+    pmts: Vec<(u16, Option<Vec<u8>>)>,
+}
+
+impl Psi {
+    fn observe(&mut self, p: &[u8]) {
+        if p.len() != TS_PACKET || p[0] != 0x47 || p[1] & 0x40 == 0 {
+            return; // not the start of a section
+        }
+        let pid = pid_of(p);
+        if pid == 0 {
+            let pids = pat_pmt_pids(p);
+            if !pids.is_empty() {
+                self.pmts.retain(|(q, _)| pids.contains(q));
+                for q in pids {
+                    if !self.pmts.iter().any(|(x, _)| *x == q) {
+                        self.pmts.push((q, None));
+                    }
+                }
+            }
+            self.pat = Some(p.to_vec());
+        } else if let Some((_, slot)) = self.pmts.iter_mut().find(|(q, _)| *q == pid) {
+            *slot = Some(p.to_vec());
+        }
+    }
+
+    /// PAT then PMTs, if a PAT has been seen.
+    fn header(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        if let Some(pat) = &self.pat {
+            v.extend_from_slice(pat);
+            for pmt in self.pmts.iter().filter_map(|(_, p)| p.as_ref()) {
+                v.extend_from_slice(pmt);
+            }
+        }
+        v
+    }
+}
+
+fn pid_of(p: &[u8]) -> u16 {
+    (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2])
+}
+
+/// PMT PIDs listed in a single-packet PAT (the usual case; longer PATs are
+/// ignored and only the copy of the PAT itself is repeated).
+fn pat_pmt_pids(p: &[u8]) -> Vec<u16> {
+    let afc = (p[3] >> 4) & 0x3;
+    let mut i = 4;
+    if afc & 0x2 != 0 {
+        i += 1 + usize::from(p[4]);
+    }
+    if afc & 0x1 == 0 || i >= TS_PACKET {
+        return Vec::new();
+    }
+    i += 1 + usize::from(p[i]); // pointer field
+    let Some(s) = p.get(i..) else {
+        return Vec::new();
+    };
+    if s.len() < 12 || s[0] != 0x00 {
+        return Vec::new();
+    }
+    let len = (usize::from(s[1] & 0x0f) << 8) | usize::from(s[2]);
+    let Some(body) = s
+        .get(8..3 + len)
+        .and_then(|b| b.get(..b.len().saturating_sub(4)))
+    else {
+        return Vec::new();
+    };
+    body.chunks_exact(4)
+        .filter(|e| u16::from_be_bytes([e[0], e[1]]) != 0)
+        .map(|e| (u16::from(e[2] & 0x1f) << 8) | u16::from(e[3]))
+        .collect()
+}
+
+/// A packet that starts a PES with `random_access_indicator` set: a keyframe.
+fn is_keyframe_start(p: &[u8]) -> bool {
+    let afc = (p[3] >> 4) & 0x3;
+    p[1] & 0x40 != 0 && afc & 0x2 != 0 && p[4] > 0 && p[5] & 0x40 != 0
 }
 
 impl Recording {
@@ -108,21 +196,24 @@ impl Recording {
 
 impl Connection for Recording {
     fn write(&mut self, chunk: &Chunk) -> Result<(), String> {
-        let mut data = &chunk.data[..];
-        let due = self.started + self.cfg.segment;
-        if chunk.at >= due {
-            let split = if chunk.at >= due + FORCE_ROTATE_AFTER {
-                Some(0)
-            } else {
-                first_pat(data)
-            };
-            if let Some(i) = split {
-                self.append(&data[..i])?;
-                data = &data[i..];
+        let data = &chunk.data[..];
+        let mut from = 0;
+        for (i, p) in data.chunks(TS_PACKET).enumerate() {
+            let due = self.started + self.cfg.segment;
+            if chunk.at >= due
+                && p.len() == TS_PACKET
+                && (is_keyframe_start(p) || chunk.at >= due + FORCE_ROTATE_AFTER)
+            {
+                let at = i * TS_PACKET;
+                self.append(&data[from..at])?;
+                from = at;
                 self.open_segment(chunk.at)?;
+                let header = self.psi.header();
+                self.append(&header)?;
             }
+            self.psi.observe(p);
         }
-        self.append(data)
+        self.append(&data[from..])
     }
 
     fn poll(&mut self, now: Instant) -> Result<(), String> {
@@ -141,13 +232,6 @@ impl Connection for Recording {
             tracing::warn!(error = %e, "recording: last segment not fully written");
         }
     }
-}
-
-/// Byte offset of the first TS packet of PID 0 (PAT) in `data`.
-fn first_pat(data: &[u8]) -> Option<usize> {
-    data.chunks(TS_PACKET)
-        .position(|p| p.len() >= 3 && p[0] == 0x47 && p[1] & 0x1f == 0 && p[2] == 0)
-        .map(|i| i * TS_PACKET)
 }
 
 /// `DEVICE-YYYYMMDDTHHMMSS.mmmZ.ts` for `t` in UTC.
@@ -252,11 +336,72 @@ mod tests {
         p[0] = 0x47;
         p[1] = (pid >> 8) as u8 & 0x1f;
         p[2] = pid as u8;
+        p[3] = 0x10; // payload only
         p
     }
 
+    /// PAT listing one program with its PMT on `pmt_pid`.
+    fn pat(pmt_pid: u16) -> Vec<u8> {
+        let mut p = packet(0);
+        p[1] |= 0x40;
+        let section = [
+            0x00, // pointer field
+            0x00,
+            0xb0,
+            13, // table_id, section_length = 13
+            0x00,
+            0x01,
+            0xc1,
+            0x00,
+            0x00, // tsid, version, section numbers
+            0x00,
+            0x01,
+            0xe0 | (pmt_pid >> 8) as u8,
+            pmt_pid as u8, // program 1
+            0,
+            0,
+            0,
+            0, // CRC (not checked)
+        ];
+        p[4..4 + section.len()].copy_from_slice(&section);
+        p
+    }
+
+    fn pmt(pid: u16) -> Vec<u8> {
+        let mut p = packet(pid);
+        p[1] |= 0x40;
+        p[4] = 0;
+        p[5] = 0x02;
+        p
+    }
+
+    /// The first packet of a keyframe's PES (adaptation field with RAI).
+    fn keyframe(pid: u16) -> Vec<u8> {
+        let mut p = packet(pid);
+        p[1] |= 0x40;
+        p[3] = 0x30;
+        p[4] = 1;
+        p[5] = 0x40;
+        p
+    }
+
+    fn cat(parts: &[Vec<u8>]) -> Vec<u8> {
+        parts.concat()
+    }
+
     #[test]
-    fn rotates_at_the_pat_and_prunes_to_keep() {
+    fn parses_pat_and_recognises_keyframes() {
+        assert_eq!(pat_pmt_pids(&pat(0x1000)), [0x1000]);
+        assert!(pat_pmt_pids(&packet(0)).is_empty());
+        assert!(is_keyframe_start(&keyframe(0x100)));
+        assert!(!is_keyframe_start(&packet(0x100)));
+        let mut no_pusi = keyframe(0x100);
+        no_pusi[1] &= !0x40;
+        assert!(!is_keyframe_start(&no_pusi));
+    }
+
+    #[test]
+    fn rotates_at_a_keyframe_with_psi_and_prunes_to_keep() {
         let dir = TempDir::new("rec-unit").unwrap();
         // Another device's segment and a foreign file stay.
         fs::write(dir.path().join("other-20000101T000000.000Z.ts"), b"x").unwrap();
@@ -268,31 +413,31 @@ mod tests {
         };
         let mut r = FileConnector::new(cfg.clone(), "cam").connect().unwrap();
         let t0 = r.started;
-        let mut data = packet(0x100);
-        data.extend(packet(0x100));
-        let write = |r: &mut Recording, at: Instant, d: &[u8]| {
-            r.write(&Chunk {
-                at,
-                data: d.to_vec(),
-            })
-            .unwrap()
-        };
-        write(&mut r, t0, &data);
-        // Due, but no PAT in this chunk: stays in the segment.
-        write(&mut r, t0 + Duration::from_millis(1100), &data);
-        let mut with_pat = packet(0x100);
-        with_pat.extend(packet(0));
-        with_pat.extend(packet(0x1000));
+        let write =
+            |r: &mut Recording, at: Instant, d: Vec<u8>| r.write(&Chunk { at, data: d }).unwrap();
+        let v = || packet(0x100);
+        write(
+            &mut r,
+            t0,
+            cat(&[pat(0x1000), pmt(0x1000), keyframe(0x100), v()]),
+        );
+        // Due, but no keyframe in this chunk: stays in the segment.
+        write(&mut r, t0 + Duration::from_millis(1100), cat(&[v(), v()]));
+        assert_eq!(r.started, t0);
         std::thread::sleep(Duration::from_millis(5));
-        write(&mut r, t0 + Duration::from_millis(1200), &with_pat);
+        write(
+            &mut r,
+            t0 + Duration::from_millis(1200),
+            cat(&[v(), keyframe(0x100), v()]),
+        );
         let t1 = r.started;
         assert_eq!(t1, t0 + Duration::from_millis(1200));
-        // Overdue by FORCE_ROTATE_AFTER without a PAT: rotates anyway.
+        // Overdue by FORCE_ROTATE_AFTER without a keyframe: rotates anyway.
         std::thread::sleep(Duration::from_millis(5));
         write(
             &mut r,
             t1 + Duration::from_secs(1) + FORCE_ROTATE_AFTER,
-            &data,
+            cat(&[v(), v()]),
         );
         r.finish();
         let mut names: Vec<String> = fs::read_dir(&cfg.dir)
@@ -301,14 +446,14 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names.len(), 2, "kept 2 of 3: {names:?}");
-        let sizes: Vec<u64> = names
-            .iter()
-            .map(|n| fs::metadata(cfg.dir.join(n)).unwrap().len())
-            .collect();
-        // Second segment: the PAT and the packet after it; third: the forced one.
-        assert_eq!(sizes, [2 * TS_PACKET as u64, 2 * TS_PACKET as u64]);
         let second = fs::read(cfg.dir.join(&names[0])).unwrap();
-        assert_eq!(&second[..3], &[0x47, 0, 0], "segment starts with the PAT");
+        let third = fs::read(cfg.dir.join(&names[1])).unwrap();
+        // PAT + PMT copies, then the keyframe and the packet after it.
+        assert_eq!(
+            second,
+            cat(&[pat(0x1000), pmt(0x1000), keyframe(0x100), v()])
+        );
+        assert_eq!(third, cat(&[pat(0x1000), pmt(0x1000), v(), v()]));
         assert!(dir.path().join("other-20000101T000000.000Z.ts").exists());
         assert!(dir.path().join("notes.txt").exists());
     }

@@ -20,8 +20,10 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use std::time::{Duration, Instant};
 
-/// Bytes `appsrc` may hold before it drops new data (the sink stalled).
+/// Bytes and time of media `appsrc` may hold while its sink is stalled; older
+/// data is dropped beyond either.
 const APPSRC_MAX_BYTES: u64 = 4 * 1024 * 1024;
+const APPSRC_MAX_TIME: Duration = Duration::from_millis(500);
 /// How long a pipeline may take to reach PLAYING.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a finishing pipeline may take to push out its EOS.
@@ -51,8 +53,14 @@ fn ts_appsrc() -> Result<gst_app::AppSrc, String> {
         .max_bytes(APPSRC_MAX_BYTES)
         .block(false)
         .build();
-    // Drop new data rather than grow without bound if the sink stalls.
-    src.set_property_from_str("leaky-type", "upstream");
+    // While the sink is stalled (an SRT caller handshaking, a slow RTMP server)
+    // keep only the newest data, so it resumes close to live.
+    src.set_property_from_str("leaky-type", "downstream");
+    // (max-time is a GStreamer 1.20 property; the crate exposes it behind a feature.)
+    src.set_property(
+        "max-time",
+        gst::ClockTime::from_mseconds(APPSRC_MAX_TIME.as_millis() as u64),
+    );
     Ok(src)
 }
 
@@ -63,6 +71,8 @@ pub(super) struct GstConn {
     bus: gst::Bus,
     /// Strings scrubbed from error messages (passphrase, RTMP URL and key).
     secrets: Vec<String>,
+    /// An SRT caller's sink: up once it has sent bytes.
+    srt_caller: Option<gst::Element>,
 }
 
 impl GstConn {
@@ -78,6 +88,7 @@ impl GstConn {
             src,
             bus,
             secrets,
+            srt_caller: None,
         };
         if conn.pipeline.set_state(gst::State::Playing).is_err() {
             return Err(conn
@@ -150,6 +161,26 @@ impl Connection for GstConn {
         }
     }
 
+    fn is_up(&self) -> bool {
+        let Some(sink) = &self.srt_caller else {
+            return true;
+        };
+        // srtsink's statistics: `bytes-sent-total` stays 0 until the caller's
+        // handshake completed and data went out. A field we cannot read counts
+        // as up (better than reporting a working output as stuck).
+        let stats = sink.property::<Option<gst::Structure>>("stats");
+        match stats.as_ref().map(|s| {
+            s.get::<u64>("bytes-sent-total").ok().or_else(|| {
+                s.get::<i64>("bytes-sent-total")
+                    .ok()
+                    .map(|v| v.max(0) as u64)
+            })
+        }) {
+            Some(Some(sent)) => sent > 0,
+            _ => true,
+        }
+    }
+
     fn finish(self) {
         let _ = self.src.end_of_stream();
         let _ = self.bus.timed_pop_filtered(
@@ -219,7 +250,11 @@ impl Connector for SrtConnector {
             .map_err(|e| e.to_string())?;
         src.link(&sink).map_err(|e| e.to_string())?;
         let secrets = c.passphrase.iter().cloned().collect();
-        GstConn::start(pipeline, src, secrets)
+        let mut conn = GstConn::start(pipeline, src, secrets)?;
+        if c.mode == SrtMode::Caller {
+            conn.srt_caller = Some(sink);
+        }
+        Ok(conn)
     }
 }
 

@@ -43,6 +43,12 @@ pub(super) trait Connection {
     /// Called at least every [`POLL`]: reports failures that happened meanwhile
     /// (a pipeline error on the bus, a lost connection).
     fn poll(&mut self, now: Instant) -> Result<(), String>;
+    /// Whether data is reaching the destination (an SRT caller still
+    /// handshaking is not). Checked after every poll; drives `connecting` /
+    /// `running` in the stats.
+    fn is_up(&self) -> bool {
+        true
+    }
     /// The session ended: finish cleanly (flush, EOS), best effort.
     fn finish(self);
 }
@@ -146,11 +152,7 @@ impl Worker {
             self.set_state(OutputState::Connecting);
             let started = Instant::now();
             let ended = match connector.connect() {
-                Ok(conn) => {
-                    self.set_state(OutputState::Running);
-                    tracing::info!(output = %self.describe, "output running");
-                    self.pump(conn)
-                }
+                Ok(conn) => self.pump(conn),
                 Err(e) => Ended::Failed(e),
             };
             let why = match ended {
@@ -183,7 +185,13 @@ impl Worker {
     /// Feeds `conn` until it fails or the queue closes.
     fn pump<K: Connection>(&mut self, mut conn: K) -> Ended {
         let mut next_poll = Instant::now() + POLL;
+        let mut up = false;
         loop {
+            if !up && conn.is_up() {
+                up = true;
+                self.set_state(OutputState::Running);
+                tracing::info!(output = %self.describe, "output running");
+            }
             let wait = next_poll.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
                 Ok(chunk) => {
