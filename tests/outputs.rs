@@ -512,47 +512,78 @@ async fn srt_caller_retries_with_backoff_without_disturbing_udp() {
     assert_eq!(s.outputs[1].stats.bytes, s.receiver.released_bytes);
 }
 
-/// RTMP push of real H.264/AAC into an ffmpeg RTMP listener: the FLV it writes
-/// has (nearly) every video frame and audio.
+/// RTMP push of real H.264/AAC into an ffmpeg RTMP listener. The output starts
+/// before the server does: it fails (connection refused), backs off, and connects
+/// once the server is up; no error text shows the stream key. The FLV the server
+/// writes has (nearly) every video frame, and audio.
 #[test]
-fn rtmp_push_into_ffmpeg_listener() {
+fn rtmp_push_into_ffmpeg_listener_after_retry() {
     let _serial = SERIAL.blocking_lock();
     let (_, ts) = media_file();
     let dir = TempDir::new("out-rtmp").unwrap();
     let port = free_tcp_port();
     let url = format!("rtmp://127.0.0.1:{port}/live/secret-key");
+    let cfg = OutputConfig::Rtmp(RtmpOutputConfig { url: url.clone() });
+    let mut out = relay::open_output(&cfg, "cam", 1).unwrap();
+    assert_eq!(out.describe(), format!("rtmp://127.0.0.1:{port}/live/***"));
+    let until = Instant::now() + Duration::from_secs(10);
+    while out.stats().errors == 0 {
+        assert!(
+            Instant::now() < until,
+            "no failure without a server: {:?}",
+            out.stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let failed = out.stats();
+    println!("without a server: {failed:?}");
+    let why = failed.last_error.clone().unwrap_or_default();
+    assert!(!why.is_empty() && !why.contains("secret-key"), "{why}");
+
     let flv = dir.path().join("out.flv");
     let server = Proc::spawn(
         Command::new("ffmpeg")
             .args([
-                "-v", "error", "-y", "-listen", "1", "-i", &url, "-c", "copy",
+                "-v", "quiet", "-y", "-listen", "1", "-i", &url, "-c", "copy",
             ])
             .arg(&flv)
             .stdin(Stdio::null()),
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let cfg = OutputConfig::Rtmp(RtmpOutputConfig { url: url.clone() });
-    let mut out = relay::open_output(&cfg, "cam", 1).unwrap();
-    assert_eq!(out.describe(), format!("rtmp://127.0.0.1:{port}/live/***"));
-    wait_state(out.as_ref(), OutputState::Running, Duration::from_secs(10));
+    let t_server = Instant::now();
+    // Running, and still running a moment later (the connection is made).
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        wait_state(out.as_ref(), OutputState::Running, Duration::from_secs(10));
+        let restarts = out.stats().restarts;
+        std::thread::sleep(Duration::from_millis(700));
+        let s = out.stats();
+        if s.state == OutputState::Running && s.restarts == restarts {
+            break;
+        }
+        assert!(Instant::now() < until, "never stayed up: {s:?}");
+    }
+    let reconnect = t_server.elapsed();
     feed(out.as_mut(), ts, Duration::from_secs(5));
     let stats = out.stats();
     out.flush(); // EOS: the output finishes the FLV stream and disconnects
+    let t_end = Instant::now();
     server.finish(Duration::from_secs(5));
     let (v, a) = probe_frames(&flv);
     println!(
-        "rtmp: {v} video / {a} audio frames of {} video; {stats:?}",
-        5 * FPS
+        "rtmp: up {:.2} s after the server started; {v} video / {a} audio frames of {} video; server done {:.2} s after EOS; {stats:?}",
+        reconnect.as_secs_f64(),
+        5 * FPS,
+        t_end.elapsed().as_secs_f64()
     );
+    assert!(stats.restarts >= 1, "{stats:?}");
     assert!(
         v as f64 >= MIN_FRAME_RATIO * f64::from(5 * FPS),
         "{v} video frames"
     );
     assert!(a > 0, "audio frames");
-    assert_eq!(stats.errors, 0, "{stats:?}");
-    assert!(
-        !stats.last_error.unwrap_or_default().contains("secret-key"),
-        "stream key leaked"
+    assert_eq!(
+        stats.errors, failed.errors,
+        "no failure once connected: {stats:?}"
     );
 }
 

@@ -24,8 +24,6 @@ use std::time::{Duration, Instant};
 /// data is dropped beyond either.
 const APPSRC_MAX_BYTES: u64 = 4 * 1024 * 1024;
 const APPSRC_MAX_TIME: Duration = Duration::from_millis(500);
-/// How long a pipeline may take to reach PLAYING.
-const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a finishing pipeline may take to push out its EOS.
 const EOS_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -71,8 +69,9 @@ pub(super) struct GstConn {
     bus: gst::Bus,
     /// Strings scrubbed from error messages (passphrase, RTMP URL and key).
     secrets: Vec<String>,
-    /// An SRT caller's sink: up once it has sent bytes.
-    srt_caller: Option<gst::Element>,
+    /// A sink whose `stats` structure has a byte counter that stays 0 until
+    /// its connection is made (SRT caller, RTMP); `None`: up once PLAYING.
+    up_probe: Option<(gst::Element, &'static str)>,
 }
 
 impl GstConn {
@@ -88,23 +87,16 @@ impl GstConn {
             src,
             bus,
             secrets,
-            srt_caller: None,
+            up_probe: None,
         };
         if conn.pipeline.set_state(gst::State::Playing).is_err() {
             return Err(conn
                 .bus_error(Some(Duration::from_millis(200)))
                 .unwrap_or_else(|| "pipeline refused to start".into()));
         }
-        // Live pipelines go to PLAYING without preroll; wait for the state change
-        // so that a sink failing in start() is seen here.
-        let (res, _, _) = conn.pipeline.state(gst::ClockTime::from_mseconds(
-            START_TIMEOUT.as_millis() as u64,
-        ));
-        if res.is_err() {
-            return Err(conn
-                .bus_error(Some(Duration::from_millis(200)))
-                .unwrap_or_else(|| "pipeline failed to start".into()));
-        }
+        // Not waited for: a live pipeline completes PLAYING only when its first
+        // buffer reaches the sink. Failures after this point arrive on the bus,
+        // which `poll` and `write` read.
         if let Some(e) = conn.bus_error(None) {
             return Err(e);
         }
@@ -162,23 +154,20 @@ impl Connection for GstConn {
     }
 
     fn is_up(&self) -> bool {
-        let Some(sink) = &self.srt_caller else {
+        let Some((sink, field)) = &self.up_probe else {
             return true;
         };
-        // srtsink's statistics: `bytes-sent-total` stays 0 until the caller's
-        // handshake completed and data went out. A field we cannot read counts
-        // as up (better than reporting a working output as stuck).
-        let stats = sink.property::<Option<gst::Structure>>("stats");
-        match stats.as_ref().map(|s| {
-            s.get::<u64>("bytes-sent-total").ok().or_else(|| {
-                s.get::<i64>("bytes-sent-total")
-                    .ok()
-                    .map(|v| v.max(0) as u64)
-            })
-        }) {
-            Some(Some(sent)) => sent > 0,
-            _ => true,
-        }
+        // A counter we cannot read counts as up (better than reporting a working
+        // output as stuck).
+        let Some(stats) = sink.property::<Option<gst::Structure>>("stats") else {
+            return true;
+        };
+        let n = stats
+            .get::<u64>(*field)
+            .ok()
+            .or_else(|| stats.get::<i64>(*field).ok().map(|v| v.max(0) as u64))
+            .or_else(|| stats.get::<u32>(*field).ok().map(u64::from));
+        n.is_none_or(|n| n > 0)
     }
 
     fn finish(self) {
@@ -252,7 +241,8 @@ impl Connector for SrtConnector {
         let secrets = c.passphrase.iter().cloned().collect();
         let mut conn = GstConn::start(pipeline, src, secrets)?;
         if c.mode == SrtMode::Caller {
-            conn.srt_caller = Some(sink);
+            // 0 until the handshake completed and data went out.
+            conn.up_probe = Some((sink, "bytes-sent-total"));
         }
         Ok(conn)
     }
@@ -359,6 +349,9 @@ impl Connector for RtmpConnector {
                 link_demux_pad(&p, &m, pad);
             }
         });
-        GstConn::start(pipeline, src, self.secrets())
+        let mut conn = GstConn::start(pipeline, src, self.secrets())?;
+        // 0 until the server has answered the connection.
+        conn.up_probe = Some((sink, "in-bytes-total"));
+        Ok(conn)
     }
 }
