@@ -1221,6 +1221,8 @@ pub fn parse_relay(text: &str, path_for_messages: &Path) -> Result<RelayConfig, 
     let mut devices: Vec<DeviceEntry> = Vec::with_capacity(raw.device.len());
     // (id span, fingerprint span) of accepted devices.
     let mut seen: Vec<(Range<usize>, Range<usize>)> = Vec::with_capacity(raw.device.len());
+    // SRT listener addresses of every device so far, with the line of each.
+    let mut listeners: Vec<(SocketAddr, usize)> = Vec::new();
     for item in &raw.device {
         let d = item.get_ref();
         let id = ctx.name("device.id", &d.id)?;
@@ -1262,8 +1264,46 @@ pub fn parse_relay(text: &str, path_for_messages: &Path) -> Result<RelayConfig, 
             ));
         }
         let mut outputs = Vec::with_capacity(d.output.len());
+        // Recording directories of this device, with the line of each.
+        let mut dirs: Vec<(PathBuf, usize)> = Vec::new();
         for o in &d.output {
-            outputs.push(relay_output(&ctx, o)?);
+            let out = relay_output(&ctx, o)?;
+            let line = line_of(ctx.text, o.span().start);
+            match &out {
+                OutputConfig::Srt(c) if c.mode == SrtMode::Listener => {
+                    let a = o.get_ref().address.as_ref().expect("srt has an address");
+                    let sa =
+                        SocketAddr::new(c.address.ip().expect("listener is an IP"), c.address.port);
+                    if let Some((_, prev)) = listeners.iter().find(|(p, _)| {
+                        p.port() == sa.port()
+                            && (p.ip() == sa.ip()
+                                || p.ip().is_unspecified()
+                                || sa.ip().is_unspecified())
+                    }) {
+                        return Err(ctx.invalid(
+                            Some(a.span()),
+                            format!(
+                                "device.output.address: SRT listener {sa} clashes with the SRT listener of the output on line {prev}"
+                            ),
+                        ));
+                    }
+                    listeners.push((sa, line));
+                }
+                OutputConfig::File(c) => {
+                    if let Some((_, prev)) = dirs.iter().find(|(p, _)| *p == c.dir) {
+                        let dspan = o.get_ref().dir.as_ref().expect("file has a dir").span();
+                        return Err(ctx.invalid(
+                            Some(dspan),
+                            format!(
+                                "device.output.dir: device {id:?} already records into this directory (output on line {prev}); its segments would prune each other"
+                            ),
+                        ));
+                    }
+                    dirs.push((c.dir.clone(), line));
+                }
+                _ => {}
+            }
+            outputs.push(out);
         }
         seen.push((d.id.span(), d.fingerprint.span()));
         devices.push(DeviceEntry {
@@ -2155,6 +2195,54 @@ address = "127.0.0.1:6010"
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn clashing_srt_listeners_and_recording_dirs() {
+        let text = edit(
+            RELAY,
+            "kind = \"udp\"\naddress = \"127.0.0.1:6000\"",
+            "kind = \"srt\"\nmode = \"listener\"\naddress = \"0.0.0.0:9000\"",
+        );
+        let two = relay_with_output(
+            "kind = \"srt\"\nmode = \"listener\"\naddress = \"127.0.0.1:9000\"\n",
+        );
+        let text = format!(
+            "{}{}",
+            &text[..text.find("[[device]]\nid = \"cam2\"").unwrap()],
+            &two[two.find("[[device]]\nid = \"cam2\"").unwrap()..]
+        );
+        let e = relay_err(&text);
+        assert_eq!(
+            e.line(),
+            Some(line_no(&text, "address = \"127.0.0.1:9000\"", 0)),
+            "{e}"
+        );
+        assert_eq!(
+            e.reason(),
+            format!(
+                "device.output.address: SRT listener 127.0.0.1:9000 clashes with the SRT listener of the output on line {}",
+                line_no(&text, "[[device.output]]", 0)
+            )
+        );
+        // Another port, or a caller to the same port, is fine.
+        let ok = text.replace(
+            "address = \"127.0.0.1:9000\"",
+            "address = \"127.0.0.1:9001\"",
+        );
+        assert!(parse_relay(&ok, Path::new("r")).is_ok());
+
+        let text = relay_with_output(
+            "kind = \"file\"\ndir = \"rec\"\n[[device.output]]\nkind = \"file\"\ndir = \"./rec/../rec\"\n[[device.output]]\nkind = \"file\"\ndir = \"rec\"\n",
+        );
+        let e = relay_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "dir = \"rec\"", 1)), "{e}");
+        assert!(
+            e.reason().starts_with(
+                "device.output.dir: device \"cam2\" already records into this directory"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -154,6 +154,22 @@ fn feed(out: &mut dyn relay::Output, ts: &[u8], duration: Duration) {
     }
 }
 
+/// `GET path` from the relay's stats server: the body.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    tokio::time::timeout(Duration::from_secs(3), c.read_to_string(&mut resp))
+        .await
+        .expect("stats answered")
+        .unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
 fn wait_state(out: &dyn relay::Output, want: OutputState, t: Duration) {
     let until = Instant::now() + t;
     while out.stats().state != want {
@@ -482,6 +498,33 @@ async fn srt_caller_retries_with_backoff_without_disturbing_udp() {
     let reconnect = t_listen.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rs = relay.stats().await;
+    // The same per-output figures over HTTP.
+    let json: serde_json::Value =
+        serde_json::from_str(&http_get(relay.stats_addr(), "/api/stats").await).unwrap();
+    let o = &json["sessions"][0]["outputs"][0];
+    assert_eq!(o["kind"], "srt", "{json}");
+    assert_eq!(o["state"], "running", "{json}");
+    assert_eq!(o["target"], format!("srt://127.0.0.1:{port}?mode=caller"));
+    assert!(o["restarts"].as_u64().unwrap() >= 2, "{json}");
+    assert!(
+        o["dropped_bytes"].as_u64().unwrap() > 0,
+        "dropped while backing off: {json}"
+    );
+    assert_eq!(json["sessions"][0]["outputs"][1]["kind"], "udp");
+    let metrics = http_get(relay.stats_addr(), "/metrics").await;
+    let labels = format!(
+        "device=\"cam\",session=\"{}\",output=\"0\",kind=\"srt\",target=\"srt://127.0.0.1:{port}?mode=caller\"",
+        rs.sessions[0].session
+    );
+    let restarts_line = metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("braid_relay_output_restarts_total{{{labels}}} ")))
+        .unwrap_or_else(|| panic!("no restarts metric for the SRT output:\n{metrics}"));
+    assert!(
+        metrics.contains(&format!("braid_relay_output_up{{{labels}}} 1\n")),
+        "{metrics}"
+    );
+    println!("{restarts_line}");
     let srt_bytes = file_len(&out);
     drop(listener);
     edge.shutdown().await;

@@ -41,7 +41,9 @@ pub enum OutputState {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct OutputStats {
     pub state: OutputState,
-    /// Datagrams (UDP) or writes (others) handed to the sink successfully.
+    /// Datagrams (UDP) or writes (others) handed over successfully: to the
+    /// socket (UDP), the file, or the pipeline's appsrc (SRT, RTMP; appsrc
+    /// keeps only the newest 500 ms while its sink is not connected yet).
     pub datagrams: u64,
     pub bytes: u64,
     /// UDP: failed sends (the data is dropped, the output carries on).
