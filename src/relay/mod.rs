@@ -230,6 +230,16 @@ impl RelayHandle {
 
 /// Starts the relay: QUIC endpoint on `cfg.listen`, stats on `cfg.stats_listen`.
 pub async fn start(cfg: RelayConfig, opts: RelayOptions) -> Result<RelayHandle> {
+    // GStreamer's first init scans the plugin registry: off the runtime threads.
+    let kinds: Vec<&'static str> = cfg
+        .devices
+        .iter()
+        .flat_map(|d| d.outputs.iter().map(|o| o.kind()))
+        .collect();
+    tokio::task::spawn_blocking(move || output_gst::preflight(kinds))
+        .await
+        .context("GStreamer preflight")?
+        .map_err(anyhow::Error::msg)?;
     let (chain, key) = tls::load_identity(&cfg.cert, &cfg.key)?;
     let allow: tls::AllowList = Arc::new(RwLock::new(
         cfg.devices

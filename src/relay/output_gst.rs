@@ -31,6 +31,49 @@ fn init() -> Result<(), String> {
     gst::init().map_err(|e| format!("GStreamer init: {e}"))
 }
 
+/// Elements an output kind needs (`srt`, `rtmp`); none for the others.
+fn elements_for(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "srt" => &["appsrc", "srtsink"],
+        "rtmp" => &[
+            "appsrc",
+            "tsdemux",
+            "queue",
+            "h264parse",
+            "aacparse",
+            "flvmux",
+            "rtmp2sink",
+        ],
+        _ => &[],
+    }
+}
+
+/// Initialises GStreamer (scanning its plugin registry, which can take a while
+/// on first use) and checks that every element the configured outputs need is
+/// installed. Called once when the relay starts, so that sessions opening
+/// outputs later find GStreamer ready and do not stall the runtime.
+pub fn preflight(kinds: Vec<&str>) -> Result<(), String> {
+    let mut needed: Vec<&str> = kinds.into_iter().flat_map(elements_for).copied().collect();
+    if needed.is_empty() {
+        return Ok(());
+    }
+    needed.sort_unstable();
+    needed.dedup();
+    init()?;
+    let missing: Vec<&str> = needed
+        .into_iter()
+        .filter(|f| gst::ElementFactory::find(f).is_none())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "GStreamer elements missing for the configured outputs: {} (srtsink, tsdemux, h264parse, rtmp2sink: gstreamer1.0-plugins-bad; aacparse, flvmux, queue: -good / core)",
+            missing.join(", ")
+        ))
+    }
+}
+
 fn make(factory: &str) -> Result<gst::Element, String> {
     gst::ElementFactory::make(factory)
         .build()

@@ -82,9 +82,19 @@ impl WorkerOutput {
             shared: shared.clone(),
             backoff: Backoff::new(seed),
         };
-        std::thread::Builder::new()
-            .name(name)
-            .spawn(move || worker.run(connector))?;
+        let on_panic = shared.clone();
+        std::thread::Builder::new().name(name).spawn(move || {
+            let describe = worker.describe.clone();
+            let run = std::panic::AssertUnwindSafe(|| worker.run(connector));
+            if std::panic::catch_unwind(run).is_err() {
+                // Stays visible in the stats; the session's other outputs go on.
+                tracing::error!(output = %describe, "output thread panicked; output stopped");
+                let mut s = lock(&on_panic);
+                s.state = OutputState::Stopped;
+                s.errors += 1;
+                s.last_error = Some("output thread panicked".into());
+            }
+        })?;
         Ok(Self {
             describe,
             tx: Some(tx),
