@@ -691,3 +691,53 @@ fn file_output_rotates_and_prunes() {
     assert_eq!((s.errors, s.dropped_bytes), (0, 0), "{s:?}");
     assert_eq!(s.bytes, ts.len() as u64);
 }
+
+/// A replaced session (the edge restarted) closes its SRT listener while the
+/// new session opens one on the same port: the new one gets the port (at worst
+/// after a backoff round) and a player connected to it decodes the stream.
+#[test]
+fn srt_listener_port_passes_to_the_next_session() {
+    let _serial = SERIAL.blocking_lock();
+    let (_, ts) = media_file();
+    let dir = TempDir::new("out-srt-takeover").unwrap();
+    let port = free_udp_port();
+    let text = format!(
+        "[relay]\nlisten = \"127.0.0.1:0\"\ncert = \"c\"\nkey = \"k\"\n[[device]]\nid = \"cam\"\n\
+         fingerprint = \"sha256:{}\"\n[[device.output]]\nkind = \"srt\"\nmode = \"listener\"\naddress = \"127.0.0.1:{port}\"\n",
+        "ab".repeat(32)
+    );
+    let cfg = config::parse_relay(&text, &dir.path().join("relay.toml")).unwrap();
+    let out_cfg = &cfg.devices[0].outputs[0];
+    let mut old = relay::open_output(out_cfg, "cam", 1).unwrap();
+    wait_state(old.as_ref(), OutputState::Running, Duration::from_secs(5));
+    let player_old = srt_receiver(
+        &format!("srt://127.0.0.1:{port}"),
+        &dir.path().join("old.ts"),
+    );
+    feed(old.as_mut(), &ts[..ts.len() / 5], Duration::from_secs(1));
+    // Session replaced: the old output is closed and the new one opened at once.
+    let t = Instant::now();
+    old.flush();
+    drop(old);
+    drop(player_old);
+    let mut new = relay::open_output(out_cfg, "cam", 2).unwrap();
+    wait_state(new.as_ref(), OutputState::Running, Duration::from_secs(10));
+    let took = t.elapsed();
+    let out = dir.path().join("new.ts");
+    let player = srt_receiver(&format!("srt://127.0.0.1:{port}"), &out);
+    std::thread::sleep(Duration::from_millis(800));
+    feed(new.as_mut(), ts, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    drop(player);
+    let s = new.stats();
+    let (v, _) = probe_frames(&out);
+    println!(
+        "new listener running {:.2} s after the old one closed; {v} frames; {s:?}",
+        took.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(3), "port taken over in {took:?}");
+    assert!(
+        v as f64 >= MIN_FRAME_RATIO * f64::from(5 * FPS),
+        "{v} frames"
+    );
+}
