@@ -741,3 +741,48 @@ fn srt_listener_port_passes_to_the_next_session() {
         "{v} frames"
     );
 }
+
+/// Players come and go on an SRT listener: the output never fails, and a player
+/// that joins later gets a decodable stream.
+#[test]
+fn srt_listener_survives_players_leaving() {
+    let _serial = SERIAL.blocking_lock();
+    let (_, ts) = media_file();
+    let dir = TempDir::new("out-srt-players").unwrap();
+    let port = free_udp_port();
+    let cfg = OutputConfig::Srt(config::SrtOutputConfig {
+        mode: config::SrtMode::Listener,
+        address: format!("127.0.0.1:{port}").parse().unwrap(),
+        passphrase: None,
+        pbkeylen: None,
+        latency: config::DEFAULT_SRT_LATENCY,
+        streamid: None,
+    });
+    let mut out = relay::open_output(&cfg, "cam", 1).unwrap();
+    wait_state(out.as_ref(), OutputState::Running, Duration::from_secs(5));
+    let first = srt_receiver(&format!("srt://127.0.0.1:{port}"), &dir.path().join("1.ts"));
+    std::thread::sleep(Duration::from_millis(500));
+    feed(out.as_mut(), &ts[..ts.len() / 5], Duration::from_secs(1));
+    drop(first); // the player goes away mid-stream
+    feed(
+        out.as_mut(),
+        &ts[ts.len() / 5..2 * ts.len() / 5],
+        Duration::from_secs(1),
+    );
+    let second_out = dir.path().join("2.ts");
+    let second = srt_receiver(&format!("srt://127.0.0.1:{port}"), &second_out);
+    std::thread::sleep(Duration::from_millis(500));
+    feed(out.as_mut(), ts, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    drop(second);
+    let s = out.stats();
+    let first_len = file_len(&dir.path().join("1.ts"));
+    let (v, _) = probe_frames(&second_out);
+    println!("first player got {first_len} bytes; second decodes {v} frames; {s:?}");
+    assert!(first_len > 0, "first player got data");
+    assert_eq!((s.errors, s.restarts), (0, 0), "{s:?}");
+    assert!(
+        v as f64 >= MIN_FRAME_RATIO * f64::from(5 * FPS),
+        "{v} frames"
+    );
+}
