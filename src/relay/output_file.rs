@@ -195,7 +195,7 @@ impl Recording {
 }
 
 impl Connection for Recording {
-    fn write(&mut self, chunk: &Chunk) -> Result<(), String> {
+    fn write(&mut self, chunk: Chunk) -> Result<(), String> {
         let data = &chunk.data[..];
         let mut from = 0;
         for (i, p) in data.chunks(TS_PACKET).enumerate() {
@@ -414,7 +414,7 @@ mod tests {
         let mut r = FileConnector::new(cfg.clone(), "cam").connect().unwrap();
         let t0 = r.started;
         let write =
-            |r: &mut Recording, at: Instant, d: Vec<u8>| r.write(&Chunk { at, data: d }).unwrap();
+            |r: &mut Recording, at: Instant, d: Vec<u8>| r.write(Chunk { at, data: d }).unwrap();
         let v = || packet(0x100);
         write(
             &mut r,

@@ -179,8 +179,8 @@ impl GstConn {
 }
 
 impl Connection for GstConn {
-    fn write(&mut self, chunk: &Chunk) -> Result<(), String> {
-        let buf = gst::Buffer::from_mut_slice(chunk.data.clone());
+    fn write(&mut self, chunk: Chunk) -> Result<(), String> {
+        let buf = gst::Buffer::from_mut_slice(chunk.data);
         match self.src.push_buffer(buf) {
             Ok(_) => Ok(()),
             Err(flow) => Err(self

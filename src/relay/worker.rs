@@ -39,7 +39,7 @@ pub(super) trait Connector: Send + 'static {
 
 /// One live connection. Any `Err` tears it down and schedules a restart.
 pub(super) trait Connection {
-    fn write(&mut self, chunk: &Chunk) -> Result<(), String>;
+    fn write(&mut self, chunk: Chunk) -> Result<(), String>;
     /// Called at least every [`POLL`]: reports failures that happened meanwhile
     /// (a pipeline error on the bus, a lost connection).
     fn poll(&mut self, now: Instant) -> Result<(), String>;
@@ -205,12 +205,13 @@ impl Worker {
             let wait = next_poll.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
                 Ok(chunk) => {
-                    if let Err(e) = conn.write(&chunk) {
+                    let n = chunk.data.len() as u64;
+                    if let Err(e) = conn.write(chunk) {
                         return Ended::Failed(e);
                     }
                     let mut s = lock(&self.shared);
                     s.datagrams += 1;
-                    s.bytes += chunk.data.len() as u64;
+                    s.bytes += n;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -283,7 +284,7 @@ mod tests {
     }
 
     impl Connection for FlakyConn {
-        fn write(&mut self, chunk: &Chunk) -> Result<(), String> {
+        fn write(&mut self, chunk: Chunk) -> Result<(), String> {
             let _g = self.block.lock().unwrap();
             self.got
                 .fetch_add(chunk.data.len() as u64, Ordering::SeqCst);
