@@ -4,6 +4,8 @@
 #   ffmpeg test pattern + tone --udp:5000--> braid edge --3 links (127.0.0.11/12/13)-->
 #   braid emulate (127.0.0.1:7100, real LTE uplink traces, 40 ms each way) -->
 #   braid relay (127.0.0.1:7000, 500 ms latency) --udp:6000--> ffprobe
+#                                                --srt listener :9000--> srt-live-transmit -> ffprobe
+#                                                --file--> TMP/recordings/demo-*.ts (10 s segments)
 #
 # Uses only target/release/braid (override with BRAID=...) and ffmpeg/ffprobe.
 # Environment:
@@ -27,6 +29,7 @@ RELAY_LISTEN=127.0.0.1:7000
 EMU_LISTEN=127.0.0.1:7100
 INPUT=127.0.0.1:5000
 OUTPUT_PORT=6000
+SRT_PORT=9000
 EDGE_STATS=127.0.0.1:8081
 RELAY_STATS=127.0.0.1:9091
 LINK_IPS=(127.0.0.11 127.0.0.12 127.0.0.13)
@@ -163,6 +166,17 @@ fingerprint = "$DEVICE_FP"
 [[device.output]]
 kind = "udp"
 address = "127.0.0.1:$OUTPUT_PORT"
+
+[[device.output]]
+kind = "srt"
+mode = "listener"
+address = "127.0.0.1:$SRT_PORT"
+
+[[device.output]]
+kind = "file"
+dir = "recordings"
+segment_seconds = 10
+keep = 6
 TOML
 
 cat >"$TMP/edge.toml" <<TOML
@@ -225,7 +239,20 @@ if ! grep -q '"codec_type": *"video"' <<<"$PROBE"; then
 fi
 echo "demo: OK: the relay's output carries video"
 
-RELAY_COUNTERS=released,lost,late,duplicates,latency_ms
+if command -v srt-live-transmit >/dev/null; then
+    echo "demo: reading 4 s from the relay's SRT output srt://127.0.0.1:$SRT_PORT"
+    timeout 4 srt-live-transmit -q "srt://127.0.0.1:$SRT_PORT" file://con >"$TMP/srt.ts" 2>"$TMP/srt.err" || true
+    FRAMES="$(ffprobe -v error -select_streams v:0 -count_frames -show_entries stream=nb_read_frames \
+        -of csv=p=0 "$TMP/srt.ts" 2>/dev/null | grep -m1 '[0-9]' || true)"
+    if [[ -z "$FRAMES" || "$FRAMES" == 0 ]]; then
+        echo "demo: FAILED: no decodable video from the SRT output ($(wc -c <"$TMP/srt.ts") bytes)" >&2
+        exit 1
+    fi
+    echo "demo: OK: the SRT output gave $FRAMES decodable video frames in 4 s (watch: ffplay srt://127.0.0.1:$SRT_PORT)"
+fi
+echo "demo: recording into $TMP/recordings: $(ls "$TMP/recordings" 2>/dev/null | tr '\n' ' ')"
+
+RELAY_COUNTERS=released,lost,late,duplicates,latency_ms,restarts,dropped_bytes
 EDGE_COUNTERS=state,rtt_ms,rate_bps,retransmits,duplicates
 body="$(http_get "$RELAY_STATS" /api/stats 2>/dev/null)" || body=""
 echo "demo: relay stats (http://$RELAY_STATS/api/stats): $(summarize "$RELAY_COUNTERS" <<<"$body")"

@@ -556,12 +556,235 @@ pub struct DeviceEntry {
     pub outputs: Vec<OutputConfig>,
 }
 
-/// One `[[device.output]]` of `relay.toml`. Only `udp` exists today; srt,
-/// rtmp and file outputs are expected later.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `[[device.output]]` of `relay.toml`.
+///
+/// `Debug` and [`OutputConfig::describe`] never show SRT passphrases or RTMP
+/// stream keys, so the value can be logged.
+#[derive(Clone, PartialEq, Eq)]
 pub enum OutputConfig {
     /// MPEG-TS in 7x188-byte UDP datagrams to `address`.
     Udp { address: SocketAddr },
+    /// MPEG-TS over SRT (GStreamer `srtsink`).
+    Srt(SrtOutputConfig),
+    /// H.264/AAC remuxed from the TS into FLV and pushed over RTMP(S).
+    Rtmp(RtmpOutputConfig),
+    /// MPEG-TS recorded to time-rotated segment files.
+    File(FileOutputConfig),
+}
+
+/// Default SRT receiver latency (`latency_ms` of an `srt` output).
+pub const DEFAULT_SRT_LATENCY: Duration = Duration::from_millis(120);
+/// Allowed range of an `srt` output's `latency_ms`.
+pub const SRT_LATENCY_MS_RANGE: RangeInclusive<i64> = 20..=8000;
+/// SRT passphrase length limits (libsrt `SRTO_PASSPHRASE`: 10 to 79 characters).
+pub const SRT_PASSPHRASE_LEN: RangeInclusive<usize> = 10..=79;
+/// SRT stream id limit (libsrt `SRTO_STREAMID`: at most 512 bytes).
+pub const SRT_STREAMID_MAX: usize = 512;
+/// Default segment length of a `file` output.
+pub const DEFAULT_SEGMENT_SECONDS: i64 = 600;
+/// Allowed range of a `file` output's `segment_seconds`.
+pub const SEGMENT_SECONDS_RANGE: RangeInclusive<i64> = 1..=86_400;
+/// Default number of segments a `file` output keeps.
+pub const DEFAULT_KEEP_SEGMENTS: i64 = 24;
+/// Allowed range of a `file` output's `keep`.
+pub const KEEP_SEGMENTS_RANGE: RangeInclusive<i64> = 1..=100_000;
+
+/// Who opens the SRT connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrtMode {
+    /// The relay listens on `address`; players call it.
+    Listener,
+    /// The relay calls a listener at `address`.
+    Caller,
+}
+
+impl SrtMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SrtMode::Listener => "listener",
+            SrtMode::Caller => "caller",
+        }
+    }
+}
+
+/// `kind = "srt"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtOutputConfig {
+    pub mode: SrtMode,
+    /// Listener: local `IP:PORT` to listen on. Caller: `HOST:PORT` to call.
+    pub address: RelayAddress,
+    /// AES passphrase, 10..=79 characters. Never logged.
+    pub passphrase: Option<String>,
+    /// AES key length in bytes (16, 24 or 32); `None` lets libsrt choose (16).
+    pub pbkeylen: Option<u8>,
+    /// SRT latency (receiver buffer), 20 ms..=8 s. Default 120 ms.
+    pub latency: Duration,
+    /// `SRTO_STREAMID` sent by a caller, at most 512 bytes.
+    pub streamid: Option<String>,
+}
+
+impl fmt::Debug for SrtOutputConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SrtOutputConfig")
+            .field("mode", &self.mode)
+            .field("address", &self.address)
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "<redacted>"),
+            )
+            .field("pbkeylen", &self.pbkeylen)
+            .field("latency", &self.latency)
+            .field("streamid", &self.streamid)
+            .finish()
+    }
+}
+
+/// `kind = "rtmp"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RtmpOutputConfig {
+    /// `rtmp://HOST[:PORT]/APP/STREAM` or `rtmps://...`. Holds the stream key:
+    /// log [`RtmpOutputConfig::redacted`] instead.
+    pub url: String,
+}
+
+impl RtmpOutputConfig {
+    /// The URL with its last path segment (the stream key) and any query replaced
+    /// by `***`.
+    pub fn redacted(&self) -> String {
+        redact_rtmp_url(&self.url)
+    }
+}
+
+impl fmt::Debug for RtmpOutputConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RtmpOutputConfig")
+            .field("url", &self.redacted())
+            .finish()
+    }
+}
+
+/// `kind = "file"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOutputConfig {
+    /// Directory for the segments (created if missing), resolved against the
+    /// config file's directory.
+    pub dir: PathBuf,
+    /// A new segment starts after this long (at the next PAT). Default 600 s.
+    pub segment: Duration,
+    /// Segments kept in `dir` for this device; older ones are deleted. Default 24.
+    pub keep: usize,
+}
+
+impl OutputConfig {
+    /// Short description safe for logs and stats (no secrets).
+    pub fn describe(&self) -> String {
+        match self {
+            OutputConfig::Udp { address } => format!("udp://{address}"),
+            OutputConfig::Srt(s) => format!(
+                "srt://{}?mode={}{}",
+                s.address,
+                s.mode.as_str(),
+                if s.passphrase.is_some() {
+                    " (encrypted)"
+                } else {
+                    ""
+                }
+            ),
+            OutputConfig::Rtmp(r) => r.redacted(),
+            OutputConfig::File(f) => format!("file://{}", f.dir.display()),
+        }
+    }
+
+    /// `udp`, `srt`, `rtmp` or `file`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OutputConfig::Udp { .. } => "udp",
+            OutputConfig::Srt(_) => "srt",
+            OutputConfig::Rtmp(_) => "rtmp",
+            OutputConfig::File(_) => "file",
+        }
+    }
+}
+
+impl fmt::Debug for OutputConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutputConfig::Udp { address } => {
+                f.debug_struct("Udp").field("address", address).finish()
+            }
+            OutputConfig::Srt(s) => f.debug_tuple("Srt").field(s).finish(),
+            OutputConfig::Rtmp(r) => f.debug_tuple("Rtmp").field(r).finish(),
+            OutputConfig::File(c) => f.debug_tuple("File").field(c).finish(),
+        }
+    }
+}
+
+/// `scheme://host/***`: everything after the first path segment (the RTMP
+/// application) is hidden, as is any query or user info.
+fn redact_rtmp_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".to_string();
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let app = path.split(['/', '?']).next().unwrap_or("");
+    if app.is_empty() {
+        format!("{scheme}://{host}/***")
+    } else {
+        format!("{scheme}://{host}/{app}/***")
+    }
+}
+
+/// Checks an RTMP URL: `rtmp://` or `rtmps://`, a host (optionally `:port`) and
+/// a path of at least an application and a stream name. The message never
+/// repeats the path (it holds the stream key).
+fn check_rtmp_url(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("expected rtmp://HOST[:PORT]/APP/STREAM or rtmps://...".into());
+    };
+    if scheme != "rtmp" && scheme != "rtmps" {
+        return Err(format!(
+            "scheme must be rtmp or rtmps, got {scheme:?} (expected rtmp://HOST[:PORT]/APP/STREAM)"
+        ));
+    }
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.contains('@') {
+        return Err("credentials in the URL are not supported".into());
+    }
+    let host_ok = if let Some((h, p)) = authority
+        .rsplit_once(':')
+        .filter(|_| !authority.ends_with(']'))
+    {
+        p.parse::<u16>().is_ok_and(|p| p != 0)
+            && (is_dns_name(h)
+                || h.parse::<IpAddr>().is_ok()
+                || h.strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok()))
+    } else {
+        is_dns_name(authority)
+            || authority.parse::<IpAddr>().is_ok()
+            || authority
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok())
+    };
+    if !host_ok {
+        return Err(format!(
+            "expected {scheme}://HOST[:PORT]/APP/STREAM, the host part {authority:?} is not a host name or IP address with an optional port 1-65535"
+        ));
+    }
+    let path = path.split('?').next().unwrap_or("");
+    let segments = path.split('/').filter(|s| !s.is_empty()).count();
+    if segments < 2 {
+        return Err(format!(
+            "expected {scheme}://HOST[:PORT]/APP/STREAM: the path needs an application and a stream name"
+        ));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters".into());
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -670,20 +893,52 @@ struct RawDeviceEntry {
     fingerprint: Spanned<String>,
     latency_ms: Option<Spanned<i64>>,
     #[serde(default)]
-    output: Vec<RawOutput>,
+    output: Vec<Spanned<RawOutput>>,
 }
 
-#[derive(Deserialize, Clone, Copy)]
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 enum RawOutputKind {
     Udp,
+    Srt,
+    Rtmp,
+    File,
 }
 
+impl RawOutputKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RawOutputKind::Udp => "udp",
+            RawOutputKind::Srt => "srt",
+            RawOutputKind::Rtmp => "rtmp",
+            RawOutputKind::File => "file",
+        }
+    }
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawSrtMode {
+    Listener,
+    Caller,
+}
+
+/// Every key of every output kind; which apply to which kind is checked in
+/// [`relay_output`].
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOutput {
     kind: RawOutputKind,
-    address: Spanned<String>,
+    address: Option<Spanned<String>>,
+    mode: Option<Spanned<RawSrtMode>>,
+    passphrase: Option<Spanned<String>>,
+    pbkeylen: Option<Spanned<i64>>,
+    latency_ms: Option<Spanned<i64>>,
+    streamid: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    dir: Option<Spanned<String>>,
+    segment_seconds: Option<Spanned<i64>>,
+    keep: Option<Spanned<i64>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -966,6 +1221,8 @@ pub fn parse_relay(text: &str, path_for_messages: &Path) -> Result<RelayConfig, 
     let mut devices: Vec<DeviceEntry> = Vec::with_capacity(raw.device.len());
     // (id span, fingerprint span) of accepted devices.
     let mut seen: Vec<(Range<usize>, Range<usize>)> = Vec::with_capacity(raw.device.len());
+    // SRT listener addresses of every device so far, with the line of each.
+    let mut listeners: Vec<(SocketAddr, usize)> = Vec::new();
     for item in &raw.device {
         let d = item.get_ref();
         let id = ctx.name("device.id", &d.id)?;
@@ -1007,12 +1264,46 @@ pub fn parse_relay(text: &str, path_for_messages: &Path) -> Result<RelayConfig, 
             ));
         }
         let mut outputs = Vec::with_capacity(d.output.len());
+        // Recording directories of this device, with the line of each.
+        let mut dirs: Vec<(PathBuf, usize)> = Vec::new();
         for o in &d.output {
-            outputs.push(match o.kind {
-                RawOutputKind::Udp => OutputConfig::Udp {
-                    address: ctx.socket_addr("device.output.address", &o.address)?,
-                },
-            });
+            let out = relay_output(&ctx, o)?;
+            let line = line_of(ctx.text, o.span().start);
+            match &out {
+                OutputConfig::Srt(c) if c.mode == SrtMode::Listener => {
+                    let a = o.get_ref().address.as_ref().expect("srt has an address");
+                    let sa =
+                        SocketAddr::new(c.address.ip().expect("listener is an IP"), c.address.port);
+                    if let Some((_, prev)) = listeners.iter().find(|(p, _)| {
+                        p.port() == sa.port()
+                            && (p.ip() == sa.ip()
+                                || p.ip().is_unspecified()
+                                || sa.ip().is_unspecified())
+                    }) {
+                        return Err(ctx.invalid(
+                            Some(a.span()),
+                            format!(
+                                "device.output.address: SRT listener {sa} clashes with the SRT listener of the output on line {prev}"
+                            ),
+                        ));
+                    }
+                    listeners.push((sa, line));
+                }
+                OutputConfig::File(c) => {
+                    if let Some((_, prev)) = dirs.iter().find(|(p, _)| *p == c.dir) {
+                        let dspan = o.get_ref().dir.as_ref().expect("file has a dir").span();
+                        return Err(ctx.invalid(
+                            Some(dspan),
+                            format!(
+                                "device.output.dir: device {id:?} already records into this directory (output on line {prev}); its segments would prune each other"
+                            ),
+                        ));
+                    }
+                    dirs.push((c.dir.clone(), line));
+                }
+                _ => {}
+            }
+            outputs.push(out);
         }
         seen.push((d.id.span(), d.fingerprint.span()));
         devices.push(DeviceEntry {
@@ -1031,6 +1322,240 @@ pub fn parse_relay(text: &str, path_for_messages: &Path) -> Result<RelayConfig, 
         stats_listen,
         devices,
     })
+}
+
+/// Validates one `[[device.output]]`: the keys its kind needs are present, no
+/// key of another kind is given, every value is in range.
+fn relay_output(ctx: &Ctx, raw: &Spanned<RawOutput>) -> Result<OutputConfig, ConfigError> {
+    let o = raw.get_ref();
+    let kind = o.kind;
+    // (key, span if given, kinds it applies to)
+    type KeyUse<'k> = (&'k str, Option<Range<usize>>, &'k [RawOutputKind]);
+    let keys: [KeyUse; 10] = [
+        (
+            "address",
+            o.address.as_ref().map(|v| v.span()),
+            &[RawOutputKind::Udp, RawOutputKind::Srt],
+        ),
+        (
+            "mode",
+            o.mode.as_ref().map(|v| v.span()),
+            &[RawOutputKind::Srt],
+        ),
+        (
+            "passphrase",
+            o.passphrase.as_ref().map(|v| v.span()),
+            &[RawOutputKind::Srt],
+        ),
+        (
+            "pbkeylen",
+            o.pbkeylen.as_ref().map(|v| v.span()),
+            &[RawOutputKind::Srt],
+        ),
+        (
+            "latency_ms",
+            o.latency_ms.as_ref().map(|v| v.span()),
+            &[RawOutputKind::Srt],
+        ),
+        (
+            "streamid",
+            o.streamid.as_ref().map(|v| v.span()),
+            &[RawOutputKind::Srt],
+        ),
+        (
+            "url",
+            o.url.as_ref().map(|v| v.span()),
+            &[RawOutputKind::Rtmp],
+        ),
+        (
+            "dir",
+            o.dir.as_ref().map(|v| v.span()),
+            &[RawOutputKind::File],
+        ),
+        (
+            "segment_seconds",
+            o.segment_seconds.as_ref().map(|v| v.span()),
+            &[RawOutputKind::File],
+        ),
+        (
+            "keep",
+            o.keep.as_ref().map(|v| v.span()),
+            &[RawOutputKind::File],
+        ),
+    ];
+    for (key, span, kinds) in &keys {
+        if let Some(span) = span {
+            if !kinds.contains(&kind) {
+                let list: Vec<String> = kinds
+                    .iter()
+                    .map(|k| format!("\"{}\"", k.as_str()))
+                    .collect();
+                return Err(ctx.invalid(
+                    Some(span.clone()),
+                    format!(
+                        "device.output.{key}: only applies to kind = {} (this output is kind = \"{}\")",
+                        list.join(" / "),
+                        kind.as_str()
+                    ),
+                ));
+            }
+        }
+    }
+    let required = |key: &str, present: bool| {
+        if present {
+            Ok(())
+        } else {
+            Err(ctx.invalid(
+                Some(raw.span()),
+                format!(
+                    "missing field `{key}` in [[device.output]] (needed by kind = \"{}\")",
+                    kind.as_str()
+                ),
+            ))
+        }
+    };
+    match kind {
+        RawOutputKind::Udp => {
+            required("address", o.address.is_some())?;
+            let address = o.address.as_ref().expect("checked");
+            Ok(OutputConfig::Udp {
+                address: ctx.socket_addr("device.output.address", address)?,
+            })
+        }
+        RawOutputKind::Srt => {
+            required("mode", o.mode.is_some())?;
+            required("address", o.address.is_some())?;
+            let mode = match *o.mode.as_ref().expect("checked").get_ref() {
+                RawSrtMode::Listener => SrtMode::Listener,
+                RawSrtMode::Caller => SrtMode::Caller,
+            };
+            let a = o.address.as_ref().expect("checked");
+            let address: RelayAddress = match mode {
+                // A listener binds: an IP literal (0.0.0.0 for every interface).
+                SrtMode::Listener => {
+                    let sa = ctx.socket_addr("device.output.address", a)?;
+                    if sa.port() == 0 {
+                        return Err(ctx.invalid(
+                            Some(a.span()),
+                            "device.output.address: an SRT listener needs a fixed port (not 0)",
+                        ));
+                    }
+                    RelayAddress {
+                        host: sa.ip().to_string(),
+                        port: sa.port(),
+                    }
+                }
+                SrtMode::Caller => a.get_ref().parse().map_err(|e| {
+                    ctx.invalid(Some(a.span()), format!("device.output.address: {e}"))
+                })?,
+            };
+            let passphrase = match &o.passphrase {
+                None => None,
+                Some(p) => {
+                    let n = p.get_ref().chars().count();
+                    if !SRT_PASSPHRASE_LEN.contains(&n) {
+                        return Err(ctx.invalid(
+                            Some(p.span()),
+                            format!(
+                                "device.output.passphrase: SRT needs {} to {} characters, got {n}",
+                                SRT_PASSPHRASE_LEN.start(),
+                                SRT_PASSPHRASE_LEN.end()
+                            ),
+                        ));
+                    }
+                    if p.get_ref().chars().any(|c| c.is_control()) {
+                        return Err(ctx.invalid(
+                            Some(p.span()),
+                            "device.output.passphrase: must not contain control characters",
+                        ));
+                    }
+                    Some(p.get_ref().clone())
+                }
+            };
+            let pbkeylen = match &o.pbkeylen {
+                None => None,
+                Some(k) => {
+                    if passphrase.is_none() {
+                        return Err(ctx.invalid(
+                            Some(k.span()),
+                            "device.output.pbkeylen: only applies with a passphrase",
+                        ));
+                    }
+                    match *k.get_ref() {
+                        v @ (16 | 24 | 32) => Some(v as u8),
+                        v => {
+                            return Err(ctx.invalid(
+                                Some(k.span()),
+                                format!("device.output.pbkeylen: must be 16, 24 or 32, got {v}"),
+                            ))
+                        }
+                    }
+                }
+            };
+            let latency = match &o.latency_ms {
+                None => DEFAULT_SRT_LATENCY,
+                Some(v) => Duration::from_millis(ctx.int_in_range(
+                    "device.output.latency_ms",
+                    v,
+                    &SRT_LATENCY_MS_RANGE,
+                )? as u64),
+            };
+            let streamid = match &o.streamid {
+                None => None,
+                Some(s) => {
+                    let v = s.get_ref();
+                    if v.is_empty()
+                        || v.len() > SRT_STREAMID_MAX
+                        || v.chars().any(|c| c.is_control())
+                    {
+                        return Err(ctx.invalid(
+                            Some(s.span()),
+                            format!(
+                                "device.output.streamid: must be 1 to {SRT_STREAMID_MAX} bytes without control characters"
+                            ),
+                        ));
+                    }
+                    Some(v.clone())
+                }
+            };
+            Ok(OutputConfig::Srt(SrtOutputConfig {
+                mode,
+                address,
+                passphrase,
+                pbkeylen,
+                latency,
+                streamid,
+            }))
+        }
+        RawOutputKind::Rtmp => {
+            required("url", o.url.is_some())?;
+            let u = o.url.as_ref().expect("checked");
+            check_rtmp_url(u.get_ref())
+                .map_err(|e| ctx.invalid(Some(u.span()), format!("device.output.url: {e}")))?;
+            Ok(OutputConfig::Rtmp(RtmpOutputConfig {
+                url: u.get_ref().clone(),
+            }))
+        }
+        RawOutputKind::File => {
+            required("dir", o.dir.is_some())?;
+            let dir = ctx.file_path("device.output.dir", o.dir.as_ref().expect("checked"))?;
+            let segment = match &o.segment_seconds {
+                None => DEFAULT_SEGMENT_SECONDS,
+                Some(v) => {
+                    ctx.int_in_range("device.output.segment_seconds", v, &SEGMENT_SECONDS_RANGE)?
+                }
+            };
+            let keep = match &o.keep {
+                None => DEFAULT_KEEP_SEGMENTS,
+                Some(v) => ctx.int_in_range("device.output.keep", v, &KEEP_SEGMENTS_RANGE)?,
+            };
+            Ok(OutputConfig::File(FileOutputConfig {
+                dir,
+                segment: Duration::from_secs(segment as u64),
+                keep: keep as usize,
+            }))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1157,7 +1682,7 @@ address = "127.0.0.1:6010"
         assert_eq!(c.devices[0].fingerprint, parse_fingerprint(FP_B).unwrap());
         assert_eq!(c.devices[0].latency, Duration::from_millis(800));
         assert_eq!(
-            c.devices[0].outputs,
+            c.devices[0].outputs[..2],
             [
                 OutputConfig::Udp {
                     address: "127.0.0.1:6000".parse().unwrap()
@@ -1167,6 +1692,8 @@ address = "127.0.0.1:6010"
                 }
             ]
         );
+        let kinds: Vec<&str> = c.devices[0].outputs.iter().map(|o| o.kind()).collect();
+        assert_eq!(kinds, ["udp", "udp", "srt", "rtmp", "file"]);
         assert_eq!(c.devices[1].latency, Duration::from_millis(500));
         assert_eq!(c.devices[1].outputs.len(), 1);
     }
@@ -1511,11 +2038,11 @@ address = "127.0.0.1:6010"
         let text = edit(
             RELAY,
             "kind = \"udp\"\naddress = \"127.0.0.1:6010\"",
-            "kind = \"srt\"\naddress = \"127.0.0.1:6010\"",
+            "kind = \"hls\"\naddress = \"127.0.0.1:6010\"",
         );
         let e = relay_err(&text);
-        assert_eq!(e.line(), Some(line_no(&text, "kind = \"srt\"", 0)));
-        assert!(e.reason().contains("unknown variant `srt`"), "{e}");
+        assert_eq!(e.line(), Some(line_no(&text, "kind = \"hls\"", 0)));
+        assert!(e.reason().contains("unknown variant `hls`"), "{e}");
 
         let text = edit(RELAY, "listen = \"0.0.0.0:7000\"", "listen = \"0.0.0.0\"");
         let e = relay_err(&text);
@@ -1540,6 +2067,201 @@ address = "127.0.0.1:6010"
         let text = format!("{RELAY}\n[stats]\nport = 1\n");
         let e = relay_err(&text);
         assert_eq!(e.line(), Some(line_no(&text, "port = 1", 0)));
+    }
+
+    /// `RELAY` with cam2's UDP output replaced by `output` (the lines after
+    /// `[[device.output]]`).
+    fn relay_with_output(output: &str) -> String {
+        edit(
+            RELAY,
+            "[[device.output]]\nkind = \"udp\"\naddress = \"127.0.0.1:6010\"\n",
+            &format!("[[device.output]]\n{output}"),
+        )
+    }
+
+    #[test]
+    fn srt_rtmp_file_outputs_parse() {
+        let text = relay_with_output(
+            "kind = \"srt\"\nmode = \"listener\"\naddress = \"0.0.0.0:9000\"\n\
+             passphrase = \"0123456789\"\npbkeylen = 32\nlatency_ms = 200\nstreamid = \"cam2\"\n\
+             [[device.output]]\nkind = \"srt\"\nmode = \"caller\"\naddress = \"srt.example.net:9001\"\n\
+             [[device.output]]\nkind = \"rtmp\"\nurl = \"rtmps://live.example.net:443/app/secret-key\"\n\
+             [[device.output]]\nkind = \"file\"\ndir = \"rec\"\n\
+             [[device.output]]\nkind = \"file\"\ndir = \"/abs\"\nsegment_seconds = 5\nkeep = 3\n",
+        );
+        let c = parse_relay(&text, Path::new("/etc/braid/relay.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let o = &c.devices[1].outputs;
+        assert_eq!(o.len(), 5);
+        let OutputConfig::Srt(s) = &o[0] else {
+            panic!("{o:?}")
+        };
+        assert_eq!(s.mode, SrtMode::Listener);
+        assert_eq!(s.address.to_string(), "0.0.0.0:9000");
+        assert_eq!(s.passphrase.as_deref(), Some("0123456789"));
+        assert_eq!(s.pbkeylen, Some(32));
+        assert_eq!(s.latency, Duration::from_millis(200));
+        assert_eq!(s.streamid.as_deref(), Some("cam2"));
+        let OutputConfig::Srt(s) = &o[1] else {
+            panic!("{o:?}")
+        };
+        assert_eq!(s.mode, SrtMode::Caller);
+        assert_eq!(
+            (s.address.host.as_str(), s.address.port),
+            ("srt.example.net", 9001)
+        );
+        assert_eq!((s.passphrase.as_ref(), s.pbkeylen), (None, None));
+        assert_eq!(s.latency, DEFAULT_SRT_LATENCY);
+        let OutputConfig::Rtmp(r) = &o[2] else {
+            panic!("{o:?}")
+        };
+        assert_eq!(r.url, "rtmps://live.example.net:443/app/secret-key");
+        assert_eq!(
+            o[3],
+            OutputConfig::File(FileOutputConfig {
+                dir: PathBuf::from("/etc/braid/rec"),
+                segment: Duration::from_secs(600),
+                keep: 24,
+            })
+        );
+        assert_eq!(
+            o[4],
+            OutputConfig::File(FileOutputConfig {
+                dir: PathBuf::from("/abs"),
+                segment: Duration::from_secs(5),
+                keep: 3,
+            })
+        );
+        // Secrets stay out of logs.
+        let shown = format!("{o:?} {} {}", o[0].describe(), o[2].describe());
+        assert!(!shown.contains("0123456789"), "{shown}");
+        assert!(!shown.contains("secret-key"), "{shown}");
+        assert_eq!(o[2].describe(), "rtmps://live.example.net:443/app/***");
+        assert_eq!(
+            o[0].describe(),
+            "srt://0.0.0.0:9000?mode=listener (encrypted)"
+        );
+    }
+
+    #[test]
+    fn bad_outputs_point_at_their_line() {
+        let srt = "kind = \"srt\"\nmode = \"listener\"\naddress = \"127.0.0.1:9000\"\n";
+        let cases: &[(String, &str, &str)] = &[
+            (format!("{srt}passphrase = \"short\"\n"), "passphrase = \"short\"", "device.output.passphrase: SRT needs 10 to 79 characters, got 5"),
+            (format!("{srt}passphrase = \"{}\"\n", "x".repeat(80)), &format!("passphrase = \"{}\"", "x".repeat(80)), "device.output.passphrase: SRT needs 10 to 79 characters, got 80"),
+            (format!("{srt}passphrase = \"0123456789\"\npbkeylen = 20\n"), "pbkeylen = 20", "device.output.pbkeylen: must be 16, 24 or 32, got 20"),
+            (format!("{srt}pbkeylen = 16\n"), "pbkeylen = 16", "device.output.pbkeylen: only applies with a passphrase"),
+            (format!("{srt}latency_ms = 5\n"), "latency_ms = 5", "device.output.latency_ms: must be between 20 and 8000, got 5"),
+            ("kind = \"srt\"\nmode = \"rendezvous\"\naddress = \"127.0.0.1:9000\"\n".into(), "mode = \"rendezvous\"", "unknown variant `rendezvous`, expected `listener` or `caller`"),
+            ("kind = \"srt\"\nmode = \"listener\"\naddress = \"srt.example.net:9000\"\n".into(), "address = \"srt.example.net:9000\"", "device.output.address: expected IP:PORT"),
+            ("kind = \"srt\"\nmode = \"caller\"\naddress = \"srt.example.net\"\n".into(), "address = \"srt.example.net\"", "device.output.address: expected HOST:PORT"),
+            ("kind = \"rtmp\"\nurl = \"http://example.net/app/key\"\n".into(), "url = \"http://example.net/app/key\"", "device.output.url: scheme must be rtmp or rtmps"),
+            ("kind = \"rtmp\"\nurl = \"rtmp://example.net/app\"\n".into(), "url = \"rtmp://example.net/app\"", "device.output.url: expected rtmp://HOST[:PORT]/APP/STREAM: the path needs"),
+            ("kind = \"rtmp\"\nurl = \"rtmp://bad_host:1935/app/key\"\n".into(), "url = \"rtmp://bad_host:1935/app/key\"", "device.output.url: expected rtmp://HOST[:PORT]/APP/STREAM, the host part"),
+            ("kind = \"rtmp\"\nurl = \"rtmp://example.net:0/app/key\"\n".into(), "url = \"rtmp://example.net:0/app/key\"", "device.output.url: expected rtmp://"),
+            ("kind = \"rtmp\"\nurl = \"rtmp://example.net/app/key\"\naddress = \"127.0.0.1:1\"\n".into(), "address = \"127.0.0.1:1\"", "device.output.address: only applies to kind = \"udp\" / \"srt\""),
+            ("kind = \"udp\"\naddress = \"127.0.0.1:1\"\npassphrase = \"0123456789\"\n".into(), "passphrase = \"0123456789\"", "device.output.passphrase: only applies to kind = \"srt\""),
+            ("kind = \"file\"\ndir = \"\"\n".into(), "dir = \"\"", "device.output.dir: must not be empty"),
+            ("kind = \"file\"\ndir = \"rec\"\nsegment_seconds = 0\n".into(), "segment_seconds = 0", "device.output.segment_seconds: must be between 1 and 86400, got 0"),
+            ("kind = \"file\"\ndir = \"rec\"\nkeep = 0\n".into(), "keep = 0", "device.output.keep: must be between 1 and 100000, got 0"),
+        ];
+        for (output, bad_line, reason) in cases {
+            let text = relay_with_output(output);
+            let e = relay_err(&text);
+            assert_eq!(e.line(), Some(line_no(&text, bad_line, 0)), "{output}: {e}");
+            assert!(e.reason().starts_with(reason), "{output}: got {e}");
+            assert!(
+                !e.to_string().contains("0123456789"),
+                "passphrase leaked: {e}"
+            );
+            assert!(!e.reason().contains("/key"), "stream key leaked: {e}");
+        }
+        // A missing key of the kind points at the table header.
+        for (output, key) in [
+            ("kind = \"srt\"\naddress = \"127.0.0.1:9000\"\n", "mode"),
+            ("kind = \"srt\"\nmode = \"caller\"\n", "address"),
+            ("kind = \"rtmp\"\n", "url"),
+            ("kind = \"file\"\n", "dir"),
+        ] {
+            let text = relay_with_output(output);
+            let e = relay_err(&text);
+            assert_eq!(
+                e.line(),
+                Some(line_no(&text, "[[device.output]]", 1)),
+                "{output}: {e}"
+            );
+            assert!(
+                e.reason().starts_with(&format!("missing field `{key}`")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn clashing_srt_listeners_and_recording_dirs() {
+        let text = edit(
+            RELAY,
+            "kind = \"udp\"\naddress = \"127.0.0.1:6000\"",
+            "kind = \"srt\"\nmode = \"listener\"\naddress = \"0.0.0.0:9000\"",
+        );
+        let two = relay_with_output(
+            "kind = \"srt\"\nmode = \"listener\"\naddress = \"127.0.0.1:9000\"\n",
+        );
+        let text = format!(
+            "{}{}",
+            &text[..text.find("[[device]]\nid = \"cam2\"").unwrap()],
+            &two[two.find("[[device]]\nid = \"cam2\"").unwrap()..]
+        );
+        let e = relay_err(&text);
+        assert_eq!(
+            e.line(),
+            Some(line_no(&text, "address = \"127.0.0.1:9000\"", 0)),
+            "{e}"
+        );
+        assert_eq!(
+            e.reason(),
+            format!(
+                "device.output.address: SRT listener 127.0.0.1:9000 clashes with the SRT listener of the output on line {}",
+                line_no(&text, "[[device.output]]", 0)
+            )
+        );
+        // Another port, or a caller to the same port, is fine.
+        let ok = text.replace(
+            "address = \"127.0.0.1:9000\"",
+            "address = \"127.0.0.1:9001\"",
+        );
+        assert!(parse_relay(&ok, Path::new("r")).is_ok());
+
+        let text = relay_with_output(
+            "kind = \"file\"\ndir = \"rec\"\n[[device.output]]\nkind = \"file\"\ndir = \"./rec/../rec\"\n[[device.output]]\nkind = \"file\"\ndir = \"rec\"\n",
+        );
+        let e = relay_err(&text);
+        assert_eq!(e.line(), Some(line_no(&text, "dir = \"rec\"", 1)), "{e}");
+        assert!(
+            e.reason().starts_with(
+                "device.output.dir: device \"cam2\" already records into this directory"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rtmp_url_redaction() {
+        for (url, shown) in [
+            ("rtmp://a.example/live/key123", "rtmp://a.example/live/***"),
+            (
+                "rtmps://a.example:443/live/key123?x=1",
+                "rtmps://a.example:443/live/***",
+            ),
+            (
+                "rtmp://user:pw@a.example/live/k",
+                "rtmp://a.example/live/***",
+            ),
+            ("rtmp://a.example", "rtmp://a.example/***"),
+            ("garbage", "***"),
+        ] {
+            assert_eq!(redact_rtmp_url(url), shown);
+        }
     }
 
     #[test]
@@ -1684,6 +2406,15 @@ address = "127.0.0.1:6010"
         "device.latency_ms",
         "device.output.kind",
         "device.output.address",
+        "device.output.mode",
+        "device.output.passphrase",
+        "device.output.pbkeylen",
+        "device.output.latency_ms",
+        "device.output.streamid",
+        "device.output.url",
+        "device.output.dir",
+        "device.output.segment_seconds",
+        "device.output.keep",
     ];
 
     fn read_repo_file(rel: &str) -> String {

@@ -12,7 +12,8 @@
 //!   bound, the virtual-time harness and the userspace link emulator.
 //! - [`transport`]: quinn glue: TLS identities, endpoint configuration, per-link
 //!   sockets (`SO_BINDTODEVICE` or a source address), interface watching.
-//! - [`edge`], [`relay`]: the daemons.
+//! - [`edge`], [`relay`]: the daemons (the relay's outputs: UDP, SRT, RTMP and
+//!   file recording, each restarted with backoff on failure).
 //! - [`system`]: signals, stats HTTP endpoints.
 #![forbid(unsafe_code)]
 

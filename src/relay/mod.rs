@@ -9,15 +9,26 @@
 //!   the send side of every link (reports and NACKs as datagrams, summaries on the
 //!   control streams). A `Join` with a new tag from the same device replaces the
 //!   device's session (the edge restarted); a session with no link for 30 s ends.
+//! - Outputs ([`Output`]): UDP sent from the session task; SRT, RTMP and file
+//!   recording on threads of their own behind bounded queues, restarted with
+//!   backoff when they fail ([`backoff`], `worker`).
 //! - Stats on `stats.listen`: `/api/stats` (JSON) and `/metrics` (Prometheus).
 
+pub mod backoff;
 mod output;
+mod output_file;
+mod output_gst;
 mod session;
 mod stats;
+mod worker;
 
-pub use output::{Output, OutputStats, UdpOutput, PARTIAL_FLUSH, UDP_GROUP};
+pub use output::{
+    open as open_output, Output, OutputState, OutputStats, UdpOutput, PARTIAL_FLUSH, UDP_GROUP,
+};
+pub use output_file::{segment_name, FORCE_ROTATE_AFTER};
 pub use session::IDLE_END;
-pub use stats::{LinkStats, RelayStats, SessionStats};
+pub use stats::{LinkStats, OutputStatus, RelayStats, SessionStats};
+pub use worker::{WorkerOutput, QUEUE_CHUNKS};
 
 use crate::config::{self, RelayConfig};
 use crate::core::sender::LinkId;
@@ -219,6 +230,16 @@ impl RelayHandle {
 
 /// Starts the relay: QUIC endpoint on `cfg.listen`, stats on `cfg.stats_listen`.
 pub async fn start(cfg: RelayConfig, opts: RelayOptions) -> Result<RelayHandle> {
+    // GStreamer's first init scans the plugin registry: off the runtime threads.
+    let kinds: Vec<&'static str> = cfg
+        .devices
+        .iter()
+        .flat_map(|d| d.outputs.iter().map(|o| o.kind()))
+        .collect();
+    tokio::task::spawn_blocking(move || output_gst::preflight(kinds))
+        .await
+        .context("GStreamer preflight")?
+        .map_err(anyhow::Error::msg)?;
     let (chain, key) = tls::load_identity(&cfg.cert, &cfg.key)?;
     let allow: tls::AllowList = Arc::new(RwLock::new(
         cfg.devices

@@ -1,9 +1,13 @@
 //! Relay outputs: where a session's released MPEG-TS goes.
 //!
-//! Only UDP exists today. The [`Output`] trait is synchronous and non-blocking so
-//! the session task can drive every output from its own loop; SRT/RTMP/file
-//! outputs that need to block should hand data to their own task behind it.
+//! The [`Output`] trait is synchronous and non-blocking so the session task can
+//! drive every output from its own loop. UDP sends directly from it; SRT, RTMP
+//! and file outputs, which may block, are [`WorkerOutput`]s: a thread of their
+//! own behind a bounded queue, restarted with backoff when they fail
+//! (see [`super::worker`]).
 
+use super::worker::WorkerOutput;
+use super::{output_file, output_gst};
 use crate::config::OutputConfig;
 use crate::core::wire::{TS_PACKET, TS_PER_DATAGRAM};
 use std::io;
@@ -17,14 +21,44 @@ pub const PARTIAL_FLUSH: Duration = Duration::from_millis(10);
 /// At most one error log line per output this often.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Where an output is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputState {
+    /// Opening its pipeline, connection or file (an SRT caller may still be
+    /// handshaking for up to 3 s after this turns to `running`).
+    Connecting,
+    /// Taking data.
+    #[default]
+    Running,
+    /// Failed; waiting `backoff_ms` before the next attempt (data is dropped).
+    Backoff,
+    /// The session ended.
+    Stopped,
+}
+
 /// Counters of one output.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct OutputStats {
-    /// Datagrams (or writes) handed to the OS successfully.
+    pub state: OutputState,
+    /// Datagrams (UDP) or writes (others) handed over successfully: to the
+    /// socket (UDP), the file, or the pipeline's appsrc (SRT, RTMP; appsrc
+    /// keeps only the newest 500 ms while its sink is not connected yet).
     pub datagrams: u64,
     pub bytes: u64,
-    /// Failed sends; the data is dropped, the output carries on.
+    /// UDP: failed sends (the data is dropped, the output carries on).
+    /// Others: failures that tore the output down.
     pub errors: u64,
+    /// Times the output was started again after a failure.
+    pub restarts: u64,
+    /// Bytes (and writes) dropped because the output's queue was full or the
+    /// output was in backoff.
+    pub dropped_bytes: u64,
+    pub dropped_writes: u64,
+    /// Delay chosen after the last failure.
+    pub backoff_ms: u64,
+    /// The last failure, free of secrets.
+    pub last_error: Option<String>,
 }
 
 /// A sink for released media (whole 188-byte TS packets, in order).
@@ -32,9 +66,14 @@ pub struct OutputStats {
 /// Implementations never block and never fail the session: errors are counted
 /// in [`Output::stats`] and logged at a bounded rate.
 pub trait Output: Send {
-    /// Human-readable description for logs (`udp://1.2.3.4:5000`).
+    /// Human-readable description for logs and stats (`udp://1.2.3.4:5000`);
+    /// never contains a passphrase or a stream key.
     fn describe(&self) -> String;
     /// Append whole TS packets released at `now`.
+    ///
+    /// `now` is the session's release time of this data: the place to measure
+    /// "output time minus capture time" (the session calls every output with
+    /// the same `now` right after the receiver released the packet).
     fn write(&mut self, now: Instant, ts: &[u8]);
     /// When [`Output::handle_timeout`] has work (a partial group to flush).
     fn poll_timeout(&self) -> Option<Instant> {
@@ -46,10 +85,30 @@ pub trait Output: Send {
     fn stats(&self) -> OutputStats;
 }
 
-/// Builds the output for one `[[device.output]]`.
-pub fn open(cfg: &OutputConfig) -> io::Result<Box<dyn Output>> {
+/// Builds the output for one `[[device.output]]` of `device`. `seed` seeds the
+/// restart jitter.
+pub fn open(cfg: &OutputConfig, device: &str, seed: u64) -> io::Result<Box<dyn Output>> {
+    let thread = |kind: &str| format!("out-{kind}-{device}");
     match cfg {
         OutputConfig::Udp { address } => Ok(Box::new(UdpOutput::new(*address)?)),
+        OutputConfig::Srt(c) => Ok(Box::new(WorkerOutput::spawn(
+            thread("srt"),
+            cfg.describe(),
+            output_gst::SrtConnector::new(c.clone()).map_err(io::Error::other)?,
+            seed,
+        )?)),
+        OutputConfig::Rtmp(c) => Ok(Box::new(WorkerOutput::spawn(
+            thread("rtmp"),
+            cfg.describe(),
+            output_gst::RtmpConnector::new(c.clone()).map_err(io::Error::other)?,
+            seed,
+        )?)),
+        OutputConfig::File(c) => Ok(Box::new(WorkerOutput::spawn(
+            thread("file"),
+            cfg.describe(),
+            output_file::FileConnector::new(c.clone(), device),
+            seed,
+        )?)),
     }
 }
 
@@ -158,7 +217,7 @@ impl Output for UdpOutput {
     }
 
     fn stats(&self) -> OutputStats {
-        self.stats
+        self.stats.clone()
     }
 }
 

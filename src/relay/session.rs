@@ -2,7 +2,7 @@
 //! [`Receiver`], the session's outputs, and the send side of its links.
 
 use super::output::{self, Output};
-use super::stats::{LatencyWindow, LinkStats, SessionStats};
+use super::stats::{LatencyWindow, LinkStats, OutputStatus, SessionStats};
 use super::{ReleaseEvent, TaskGuard, CLOSE_REPLACED, CLOSE_SHUTDOWN};
 use crate::config::DeviceEntry;
 use crate::core::receiver::{Receiver, ReceiverConfig};
@@ -73,7 +73,7 @@ pub(super) struct Session {
     instance: u64,
     rx: Receiver,
     links: BTreeMap<LinkId, Link>,
-    outputs: Vec<Box<dyn Output>>,
+    outputs: Vec<SessionOutput>,
     tap: Option<mpsc::UnboundedSender<ReleaseEvent>>,
     /// Capture-to-output and ingest-to-output of recent releases.
     glass: LatencyWindow,
@@ -81,6 +81,13 @@ pub(super) struct Session {
     started: Instant,
     no_link_since: Option<Instant>,
     next_summary: Instant,
+}
+
+/// One opened output and where it sits in the configuration.
+struct SessionOutput {
+    index: usize,
+    kind: &'static str,
+    out: Box<dyn Output>,
 }
 
 /// Why the session loop ended.
@@ -106,11 +113,16 @@ impl Session {
         };
         let summary_interval = cfg.summary_interval;
         let mut outputs = Vec::with_capacity(device.outputs.len());
-        for o in &device.outputs {
-            match output::open(o) {
-                Ok(out) => outputs.push(out),
+        for (i, o) in device.outputs.iter().enumerate() {
+            let seed = instance.wrapping_mul(1000).wrapping_add(i as u64);
+            match output::open(o, &device.id, seed) {
+                Ok(out) => outputs.push(SessionOutput {
+                    index: i,
+                    kind: o.kind(),
+                    out,
+                }),
                 Err(e) => {
-                    tracing::error!(device = %device.id, output = ?o, error = %e, "cannot open output; session continues without it")
+                    tracing::error!(device = %device.id, output = %o.describe(), error = %e, "cannot open output; session continues without it")
                 }
             }
         }
@@ -171,7 +183,7 @@ impl Session {
             reg.remove_if(&self.device, self.instance);
         }
         for o in &mut self.outputs {
-            o.flush();
+            o.out.flush();
         }
         let (code, why): (u32, &[u8]) = match end {
             End::Shutdown => (CLOSE_SHUTDOWN, b"relay shutting down"),
@@ -202,7 +214,7 @@ impl Session {
             t = t.min(x);
         }
         for o in &self.outputs {
-            if let Some(x) = o.poll_timeout() {
+            if let Some(x) = o.out.poll_timeout() {
                 t = t.min(x);
             }
         }
@@ -284,10 +296,13 @@ impl Session {
     fn service(&mut self, now: Instant) {
         self.rx.handle_timeout(now);
         while let Some(r) = self.rx.poll_output() {
+            // Every output takes the packet here, at `now`: capture to here is the
+            // glass-to-glass delay up to the outputs (queued outputs add their own
+            // queueing after this).
             self.glass.record(r.capture_to_output());
             self.transport.record(r.delay);
             for o in &mut self.outputs {
-                o.write(now, &r.payload);
+                o.out.write(now, &r.payload);
             }
             if let Some(tap) = &self.tap {
                 let _ = tap.send(ReleaseEvent {
@@ -301,7 +316,7 @@ impl Session {
             }
         }
         for o in &mut self.outputs {
-            o.handle_timeout(now);
+            o.out.handle_timeout(now);
         }
         while let Some((link, d)) = self.rx.poll_feedback() {
             if let Some(l) = self.links.get(&link) {
@@ -342,11 +357,18 @@ impl Session {
             })
             .collect();
         let (mut dg, mut bytes, mut errors) = (0, 0, 0);
+        let mut outputs = Vec::with_capacity(self.outputs.len());
         for o in &self.outputs {
-            let s = o.stats();
+            let s = o.out.stats();
             dg += s.datagrams;
             bytes += s.bytes;
             errors += s.errors;
+            outputs.push(OutputStatus {
+                index: o.index,
+                kind: o.kind.to_string(),
+                target: o.out.describe(),
+                stats: s,
+            });
         }
         SessionStats {
             device: self.device.clone(),
@@ -354,6 +376,7 @@ impl Session {
             latency_ms: self.rx.latency().as_millis() as u32,
             links,
             receiver,
+            outputs,
             output_datagrams: dg,
             output_bytes: bytes,
             output_errors: errors,

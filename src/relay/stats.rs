@@ -1,6 +1,7 @@
 //! The relay's stats snapshot (served as JSON on `/api/stats` and rendered as
 //! Prometheus text on `/metrics` by [`crate::system::http`]).
 
+use super::output::OutputStats;
 use crate::core::receiver::ReceiverStats;
 use crate::core::sender::LinkId;
 use serde::Serialize;
@@ -32,6 +33,8 @@ pub struct SessionStats {
     /// Links currently connected, sorted by id.
     pub links: Vec<LinkStats>,
     pub receiver: ReceiverStats,
+    /// Each configured output, in configuration order.
+    pub outputs: Vec<OutputStatus>,
     /// Sum over the session's outputs.
     pub output_datagrams: u64,
     pub output_bytes: u64,
@@ -120,4 +123,18 @@ pub struct LinkStats {
     pub datagrams: u64,
     pub bytes: u64,
     pub connected_s: f64,
+}
+
+/// One output of a session.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OutputStatus {
+    /// Position in the device's `[[device.output]]` list, from 0.
+    pub index: usize,
+    /// `udp`, `srt`, `rtmp` or `file`.
+    pub kind: String,
+    /// Destination without secrets (`srt://0.0.0.0:9000?mode=listener (encrypted)`,
+    /// `rtmp://host/app/***`).
+    pub target: String,
+    #[serde(flatten)]
+    pub stats: OutputStats,
 }

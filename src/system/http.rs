@@ -2,7 +2,7 @@
 //! the relay, the relay's router (`/api/stats`, `/metrics`) and a small
 //! Prometheus text-format writer.
 
-use crate::relay::{RelayStats, StatsSource};
+use crate::relay::{OutputState, RelayStats, StatsSource};
 use anyhow::{Context, Result};
 use axum::extract::State;
 use axum::http::header;
@@ -290,6 +290,65 @@ pub fn render_relay_metrics(s: &RelayStats) -> String {
         }
     }
 
+    type GetOutput = fn(&crate::relay::OutputStatus) -> f64;
+    let per_output: &[(&str, Kind, &str, GetOutput)] = &[
+        (
+            "braid_relay_output_bytes_total",
+            Kind::Counter,
+            "TS bytes an output handed to its sink.",
+            |o| o.stats.bytes as f64,
+        ),
+        (
+            "braid_relay_output_failures_total",
+            Kind::Counter,
+            "Output errors (UDP: failed sends; others: failures that tore the output down).",
+            |o| o.stats.errors as f64,
+        ),
+        (
+            "braid_relay_output_restarts_total",
+            Kind::Counter,
+            "Times an output was started again after a failure.",
+            |o| o.stats.restarts as f64,
+        ),
+        (
+            "braid_relay_output_dropped_bytes_total",
+            Kind::Counter,
+            "TS bytes dropped because the output's queue was full or it was backing off.",
+            |o| o.stats.dropped_bytes as f64,
+        ),
+        (
+            "braid_relay_output_up",
+            Kind::Gauge,
+            "1 while the output is running, 0 while connecting, backing off or stopped.",
+            |o| f64::from(u8::from(o.stats.state == OutputState::Running)),
+        ),
+        (
+            "braid_relay_output_backoff_seconds",
+            Kind::Gauge,
+            "Delay chosen after the output's last failure.",
+            |o| o.stats.backoff_ms as f64 / 1e3,
+        ),
+    ];
+    for (name, kind, help, get) in per_output {
+        m.family(name, *kind, help);
+        for (x, tag) in s.sessions.iter().zip(&tags) {
+            for o in &x.outputs {
+                let idx = o.index.to_string();
+                m.sample(
+                    name,
+                    &[
+                        ("device", &x.device),
+                        ("session", tag),
+                        ("output", &idx),
+                        ("kind", &o.kind),
+                        ("target", &o.target),
+                    ],
+                    get(o),
+                );
+            }
+        }
+    }
+
     type GetLink = fn(&crate::relay::LinkStats) -> f64;
     let per_link: &[(&str, Kind, &str, GetLink)] = &[
         (
@@ -362,8 +421,30 @@ mod tests {
             rtt_ms: 25.0,
             ..Default::default()
         });
+        sess.outputs.push(crate::relay::OutputStatus {
+            index: 1,
+            kind: "srt".into(),
+            target: "srt://127.0.0.1:9000?mode=caller".into(),
+            stats: crate::relay::OutputStats {
+                state: OutputState::Backoff,
+                restarts: 3,
+                backoff_ms: 2000,
+                ..Default::default()
+            },
+        });
         s.sessions.push(sess);
         let text = render_relay_metrics(&s);
+        let labels = "device=\"cam1\",session=\"7\",output=\"1\",kind=\"srt\",target=\"srt://127.0.0.1:9000?mode=caller\"";
+        assert!(
+            text.contains(&format!(
+                "braid_relay_output_restarts_total{{{labels}}} 3\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!("braid_relay_output_up{{{labels}}} 0\n")));
+        assert!(text.contains(&format!(
+            "braid_relay_output_backoff_seconds{{{labels}}} 2\n"
+        )));
         assert!(text.contains("# HELP braid_relay_released_total "));
         assert!(text.contains("# TYPE braid_relay_released_total counter\n"));
         assert!(text.contains("braid_relay_released_total{device=\"cam1\",session=\"7\"} 42\n"));
