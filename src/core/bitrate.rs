@@ -81,6 +81,17 @@ pub struct ControllerConfig {
     /// queues for a moment and drains; only a standing queue means overload (the
     /// CoDel idea, RFC 8289 §3).
     pub queue_window: Duration,
+    /// A queue above `fell_queue` while the links deliver less than this share of the
+    /// target means capacity fell: cut at once (without waiting for the queue to
+    /// stand a whole window).
+    pub fell_share: f64,
+    /// ... with at least this share of the budget queued.
+    pub fell_queue: f64,
+    /// Window of the delivered-rate measurement for `fell_share`.
+    pub delivered_window: Duration,
+    /// Within `cut_holdoff` of a cut, another is taken only if it goes below this
+    /// share of the current target.
+    pub recut_share: f64,
     /// One cut takes at most this share off the target.
     pub max_cut: f64,
     /// After a cut, the next waits at least this long (and one smoothed RTT): the
@@ -117,6 +128,10 @@ impl Default for ControllerConfig {
             climb_holdoff: Duration::from_millis(500),
             queue_window: Duration::from_millis(100),
             max_cut: 0.5,
+            recut_share: 0.75,
+            fell_share: 0.6,
+            fell_queue: 0.2,
+            delivered_window: Duration::from_millis(100),
             cut_holdoff: Duration::from_millis(200),
             ladder: Vec::new(),
             step_down_after: Duration::from_secs(2),
@@ -149,6 +164,10 @@ pub struct Observation {
     /// Cumulative media datagrams dropped at the edge because no link could deliver
     /// them in time.
     pub expired: u64,
+    /// Cumulative bytes the relay acknowledged on all links.
+    pub delivered_bytes: u64,
+    /// Cumulative bytes put on all links.
+    pub sent_bytes: u64,
 }
 
 /// Changes worth a log line, an LED or a chart annotation.
@@ -201,6 +220,8 @@ pub struct Controller {
     last_tick: Option<Instant>,
     last_cut: Option<Instant>,
     last_expired: u64,
+    /// (time, delivered bytes) over the last `delivered_window`.
+    delivered_hist: VecDeque<(Instant, u64)>,
     /// (time, queueing delay s) over the last `queue_window`.
     queue_hist: VecDeque<(Instant, f64)>,
     /// Since when the target has been below the current rung's floor / above the
@@ -223,6 +244,7 @@ impl Controller {
             last_cut: None,
             last_expired: 0,
             queue_hist: VecDeque::new(),
+            delivered_hist: VecDeque::new(),
             below_since: None,
             above_since: None,
             hot: false,
@@ -362,6 +384,30 @@ impl Controller {
             .iter()
             .map(|q| q.1)
             .fold(f64::INFINITY, f64::min);
+        // What the links acknowledged over the last window. With a queue building
+        // and this well under the target, capacity fell: act at once, not after the
+        // queue has stood a whole window.
+        self.delivered_hist.push_back((now, obs.delivered_bytes));
+        while self.delivered_hist.len() > 2
+            && now.saturating_duration_since(self.delivered_hist[1].0) >= self.cfg.delivered_window
+        {
+            self.delivered_hist.pop_front();
+        }
+        let delivered_bps = match (self.delivered_hist.front(), self.delivered_hist.back()) {
+            (Some(a), Some(b))
+                if b.0.saturating_duration_since(a.0) >= self.cfg.delivered_window =>
+            {
+                Some(
+                    b.1.saturating_sub(a.1) as f64 * 8.0
+                        / b.0.saturating_duration_since(a.0).as_secs_f64(),
+                )
+            }
+            _ => None,
+        };
+        let capacity_fell = delivered_bps.filter(|&d| {
+            queue_s > self.cfg.fell_queue * self.cfg.latency.as_secs_f64()
+                && d < self.target * self.cfg.fell_share
+        });
         let srtt = up
             .iter()
             .map(|l| l.srtt)
@@ -376,30 +422,42 @@ impl Controller {
             .last_cut
             .is_none_or(|t| now >= t + srtt.max(self.cfg.cut_holdoff));
 
-        if (standing > self.cfg.queue_high * budget || expired) && can_cut {
-            // Send what the links deliver, less what drains the queue beyond the
-            // tolerated one (queue_low of the budget) in drain_time.
-            let excess = (committed * 8.0 - self.cfg.queue_low * budget * capacity).max(0.0);
+        let congested =
+            standing > self.cfg.queue_high * budget || expired || capacity_fell.is_some();
+        let mut cut = None;
+        if congested {
+            // Send what the links deliver (what they acknowledged is fresher than the
+            // rate filters, which remember the last peak for a window), less what
+            // drains the queue beyond the tolerated one (queue_low of the budget) in
+            // drain_time.
+            let deliverable = delivered_bps.map_or(capacity, |d| d.min(capacity));
+            let excess = (committed * 8.0 - self.cfg.queue_low * budget * deliverable).max(0.0);
             let drain = excess / self.cfg.drain_time.as_secs_f64();
-            let mut to = (capacity * self.cfg.headroom - drain)
+            let mut to = (deliverable * self.cfg.headroom - drain)
                 .min(self.target)
                 .max(self.target * (1.0 - self.cfg.max_cut));
             if expired {
                 to = to.min(self.target * 0.7);
             }
             let to = to.max(floor);
-            if to < self.target {
-                self.events.push_back(BitrateEvent::Cut {
-                    at: now,
-                    from_bps: self.target as u64,
-                    to_bps: to as u64,
-                    queue_ms: (standing * 1e3).min(1e9),
-                });
-                self.target = to;
-                self.stats.cuts += 1;
+            // Within the holdoff only a much deeper cut is taken: the last one was
+            // sized on figures that have since fallen further.
+            if to < self.target && (can_cut || to < self.target * self.cfg.recut_share) {
+                cut = Some(to);
             }
+        }
+        if let Some(to) = cut {
+            self.events.push_back(BitrateEvent::Cut {
+                at: now,
+                from_bps: self.target as u64,
+                to_bps: to as u64,
+                queue_ms: (standing * 1e3).min(1e9),
+            });
+            self.target = to;
+            self.stats.cuts += 1;
             self.last_cut = Some(now);
-        } else if standing < self.cfg.queue_low * budget
+        } else if !congested
+            && standing < self.cfg.queue_low * budget
             && self
                 .last_cut
                 .is_none_or(|t| now >= t + self.cfg.climb_holdoff)
@@ -477,6 +535,8 @@ mod tests {
             links,
             queued_bytes: queued,
             expired: 0,
+            delivered_bytes: 0,
+            sent_bytes: 0,
         }
     }
 

@@ -138,6 +138,10 @@ pub struct SenderStats {
     pub media_packets_in: u64,
     pub media_bytes_in: u64,
     pub edge_queue: usize,
+    /// Bytes the relay acknowledged, all links (media, resends, probes).
+    pub delivered_bytes: u64,
+    /// Bytes put on all links (media, resends, duplicates, probes).
+    pub sent_bytes: u64,
     /// Packets dropped at the edge because no link could deliver them in time.
     pub expired_unsent: u64,
     /// Lost copies whose retransmission could no longer make the deadline.
@@ -533,6 +537,7 @@ impl Sender {
             } else if r.acks(s.link_seq) {
                 link.delivered += s.bytes as u64;
                 link.delivered_at = now;
+                self.stats.delivered_bytes += s.bytes as u64;
                 link.stats.acked += 1;
                 if back == 0 {
                     let hold = Duration::from_micros(u64::from(r.hold_us));
@@ -806,6 +811,7 @@ impl Sender {
         link.last_send = now;
         link.stats.datagrams_sent += 1;
         link.stats.bytes_sent += bytes as u64;
+        self.stats.sent_bytes += bytes as u64;
         let id = link.id;
         let data = match seq {
             Some(_) => {
@@ -990,6 +996,8 @@ impl Sender {
             // Only drops at the edge: `expired_unrepaired` also counts copies declared
             // lost that still arrive (reordering on a queue-heavy link).
             expired: self.stats.expired_unsent,
+            delivered_bytes: self.stats.delivered_bytes,
+            sent_bytes: self.stats.sent_bytes,
         }
     }
 

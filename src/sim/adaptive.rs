@@ -71,6 +71,10 @@ pub struct AdaptiveSource {
     pub encoded_bits: Vec<f64>,
     /// Target at the end of each second.
     pub targets: Vec<(u64, usize)>,
+    /// (time since start, TS bytes) of every encoded frame.
+    pub frames: Vec<(Duration, usize)>,
+    /// The controller's state after every tick.
+    pub ticks: Vec<(Duration, crate::core::bitrate::ControllerStats)>,
 }
 
 impl AdaptiveSource {
@@ -90,6 +94,8 @@ impl AdaptiveSource {
             epoch,
             encoded_bits: vec![0.0; secs],
             targets: vec![(0, 0); secs],
+            frames: Vec::new(),
+            ticks: Vec::new(),
         }
     }
 
@@ -125,6 +131,8 @@ impl VirtSource for AdaptiveSource {
         if now >= self.ctl.poll_timeout() {
             self.ctl.handle_observation(now, &tx.observe());
             while self.ctl.poll_event().is_some() {}
+            self.ticks
+                .push((now.duration_since(self.epoch), self.ctl.stats()));
             if let Some(t) = self.targets.get_mut(sec) {
                 *t = (self.ctl.target().bps, self.ctl.target().rung);
             }
@@ -144,6 +152,8 @@ impl VirtSource for AdaptiveSource {
                 pushed += 1;
                 left -= n;
             }
+            self.frames
+                .push((now.duration_since(self.epoch), packets * TS_PACKET));
             if let Some(b) = self.encoded_bits.get_mut(sec) {
                 *b += (packets * TS_PACKET * 8) as f64;
             }
@@ -154,6 +164,34 @@ impl VirtSource for AdaptiveSource {
         }
         pushed
     }
+}
+
+/// Window over which the encoder's output rate is judged in [`follow_time`].
+pub const FOLLOW_WINDOW: Duration = Duration::from_millis(100);
+
+/// How long after `step` the encoder's *output* (not its setting) first runs at or
+/// below `capacity_bps`, judged over the trailing [`FOLLOW_WINDOW`]: the acceptance
+/// figure for a capacity step. `samples` are (time, bytes) of what the encoder
+/// produced, in time order.
+pub fn follow_time(
+    samples: &[(Duration, usize)],
+    step: Duration,
+    capacity_bps: f64,
+) -> Option<Duration> {
+    let mut t = step;
+    let end = samples.last()?.0;
+    while t <= end {
+        let bytes: usize = samples
+            .iter()
+            .filter(|s| s.0 > t.saturating_sub(FOLLOW_WINDOW) && s.0 <= t)
+            .map(|s| s.1)
+            .sum();
+        if bytes as f64 * 8.0 / FOLLOW_WINDOW.as_secs_f64() <= capacity_bps {
+            return Some(t - step);
+        }
+        t += Duration::from_millis(10);
+    }
+    None
 }
 
 /// An adaptive run: the transport report plus the bitrate trace.
@@ -169,6 +207,11 @@ pub struct AdaptiveReport {
     pub goodput_fraction: f64,
     pub on_time_fraction: f64,
     pub cuts: u64,
+    /// (time s, TS bytes) of every encoded frame.
+    #[serde(skip)]
+    pub frames: Vec<(Duration, usize)>,
+    #[serde(skip)]
+    pub ticks: Vec<(Duration, crate::core::bitrate::ControllerStats)>,
     pub seconds: Vec<SecondSample>,
     pub transport: super::scenario::SimReport,
 }
@@ -228,6 +271,8 @@ pub fn run(
         goodput_fraction: run.report.goodput_bps / counted.max(1.0),
         on_time_fraction: run.report.on_time_fraction,
         cuts: src.controller().stats().cuts,
+        frames: src.frames.clone(),
+        ticks: src.ticks.clone(),
         seconds,
         transport: run.report.clone(),
     };
@@ -281,6 +326,45 @@ mod tests {
                 worst
             );
         }
+    }
+
+    #[test]
+    fn capacity_halving_is_followed_by_the_encoder_output_within_300ms() {
+        use crate::sim::scenario::CAPACITY_STEP_AT;
+        let sc = adaptive_scenario(&Scenario::capacity_step());
+        let (r, _) = run(
+            &sc,
+            ControllerConfig::default(),
+            EncoderModel::default(),
+            Instant::now(),
+        );
+        let before: f64 = r.seconds[15..20].iter().map(|s| s.encoded_bps).sum::<f64>() / 5.0;
+        for (t, st) in &r.ticks {
+            if *t >= CAPACITY_STEP_AT - Duration::from_millis(100)
+                && *t <= CAPACITY_STEP_AT + Duration::from_millis(500)
+            {
+                eprintln!(
+                    "{:.2} target {:.2} cap {:.2} queue {:.0} ms",
+                    t.as_secs_f64(),
+                    st.target_bps as f64 / 1e6,
+                    st.capacity_bps / 1e6,
+                    st.queue_ms
+                );
+            }
+        }
+        let follow = follow_time(&r.frames, CAPACITY_STEP_AT, 6e6).expect("follows");
+        eprintln!(
+            "before step {:.2} Mbit/s; output <= 6 Mbit/s {} ms after the step; on time {:.5}",
+            before / 1e6,
+            follow.as_millis(),
+            r.on_time_fraction
+        );
+        assert!(
+            before > 8e6,
+            "the encoder used the links before the step: {before}"
+        );
+        assert!(follow <= Duration::from_millis(300), "{follow:?}");
+        assert!(r.on_time_fraction >= 0.999, "{}", r.on_time_fraction);
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct Scenario {
     pub link_events: Vec<LinkEvent>,
 }
 
+/// When [`Scenario::capacity_step`] halves its links.
+pub const CAPACITY_STEP_AT: Duration = Duration::from_secs(20);
+
 /// The dev scenario's uplink traces (see ../shared/traces/README.md).
 pub const DEV_TRACES: [&str; 3] = [
     "Verizon-LTE-short.up",
@@ -247,6 +250,32 @@ impl Scenario {
 
     /// "ideal-links": three lossless links of unlimited capacity at 40 ms one-way,
     /// 5 Mbit/s input, 60 s: what the protocol itself costs on the wire.
+    /// Capacity step: three links of 4 Mbit/s, 40 ms, each halved to 2 Mbit/s at
+    /// [`CAPACITY_STEP_AT`]; 40 s. For the bitrate controller's step response.
+    pub fn capacity_step() -> Scenario {
+        let at = CAPACITY_STEP_AT.as_millis() as u32;
+        let tr = Arc::new(Trace::step(4e6, 2e6, at, 120_000));
+        let links = (0..3)
+            .map(|i| {
+                link(
+                    &format!("step4m2m-{i}"),
+                    Some(tr.clone()),
+                    Duration::from_millis(40),
+                    i as u64 + 1,
+                )
+            })
+            .collect();
+        Scenario {
+            name: "capacity-step".into(),
+            links,
+            input_bps: 5e6,
+            duration: Duration::from_secs(40),
+            latency: Duration::from_millis(500),
+            sender: SenderConfig::default(),
+            link_events: Vec::new(),
+        }
+    }
+
     pub fn ideal_links() -> Scenario {
         let mut s = Scenario::constant_links("ideal-links", 3, 0.0, 40, 5e6);
         s.input_bps = 5e6;
@@ -290,7 +319,7 @@ impl Scenario {
     }
 
     /// Names accepted by [`Scenario::preset`].
-    pub const PRESETS: [&'static str; 9] = [
+    pub const PRESETS: [&'static str; 10] = [
         "dev",
         "dev-long",
         "failover-clean",
@@ -300,6 +329,7 @@ impl Scenario {
         "lossy-links",
         "mixed-delay",
         "ideal-links",
+        "capacity-step",
     ];
 
     pub fn preset(name: &str, input_bps: Option<f64>) -> Result<Scenario, String> {
@@ -308,6 +338,7 @@ impl Scenario {
             "dev" => Scenario::dev(&dir, input_bps.unwrap_or(5e6)),
             "dev-long" => Scenario::dev_long(&dir, 4e6, Duration::from_secs(1200)),
             "failover-clean" => Ok(Scenario::failover_clean()),
+            "capacity-step" => Ok(Scenario::capacity_step()),
             "failover-real" => Scenario::failover_real(&dir),
             "weak-4g" => Scenario::weak_4g(&dir, 0.5e6, Duration::from_secs(300)),
             "modem-unplugged" => Ok(Scenario::modem_unplugged()),

@@ -113,6 +113,20 @@ impl Trace {
         })
     }
 
+    /// `before` bit/s until `at_ms`, then `after` bit/s, for `total_ms` (then it loops).
+    pub fn step(before: f64, after: f64, at_ms: u32, total_ms: u32) -> Trace {
+        let mut v = Vec::new();
+        let mut t = 0.0f64;
+        while t < f64::from(total_ms) {
+            v.push(t as u32);
+            let rate = if t < f64::from(at_ms) { before } else { after };
+            t += OPPORTUNITY_BYTES as f64 * 8.0 * 1000.0 / rate;
+        }
+        v.push(total_ms);
+        let name = format!("step-{}m-{}m", before / 1e6, after / 1e6);
+        Trace::from_opportunities(&name, v).expect("sorted, non-empty, positive period")
+    }
+
     /// A constant-rate trace: 1500-byte opportunities spaced evenly at `bits_per_sec`.
     ///
     /// The period is the smallest one (up to 100 s) in which the rate is a whole number
