@@ -404,9 +404,15 @@ impl Controller {
             }
             _ => None,
         };
+        // Right after a cut the target already sits lower: links that deliver less
+        // than even that, with the queue still growing, need a second cut now.
+        let just_cut = self
+            .last_cut
+            .is_some_and(|t| now < t + self.cfg.cut_holdoff);
+        let share = if just_cut { 1.0 } else { self.cfg.fell_share };
         let capacity_fell = delivered_bps.filter(|&d| {
             queue_s > self.cfg.fell_queue * self.cfg.latency.as_secs_f64()
-                && d < self.target * self.cfg.fell_share
+                && d < self.target * share
         });
         let srtt = up
             .iter()
@@ -574,12 +580,16 @@ mod tests {
         // Capacity halves: 200 kB queued at the edge = 320 ms at 5 Mbit/s. A burst
         // that drains within the queue window is not acted on; a standing queue is,
         // one window (100 ms) after it appeared.
-        let halved = obs(vec![link(2.5, 0), link(2.5, 0)], 200_000);
-        c.handle_observation(t0 + Duration::from_millis(50), &halved);
-        c.handle_observation(t0 + Duration::from_millis(100), &halved);
+        // The links deliver their 5 Mbit/s (625 bytes per ms).
+        let halved = |ms: u64| Observation {
+            delivered_bytes: 625 * ms,
+            ..obs(vec![link(2.5, 0), link(2.5, 0)], 200_000)
+        };
+        c.handle_observation(t0 + Duration::from_millis(50), &halved(50));
+        c.handle_observation(t0 + Duration::from_millis(100), &halved(100));
         // (The target already follows the lower link rates: 1.5 x 5 Mbit/s.)
         assert_eq!(c.stats().cuts, 0, "not yet a standing queue");
-        c.handle_observation(t0 + Duration::from_millis(150), &halved);
+        c.handle_observation(t0 + Duration::from_millis(150), &halved(150));
         let t = c.target().bps;
         assert!(t <= 4_000_000, "{t}");
         assert!(matches!(c.poll_event(), Some(BitrateEvent::Cut { .. })));
@@ -694,6 +704,32 @@ mod tests {
         }
         assert_eq!(c.target().rung, 0);
         assert_eq!(c.target().bps, 12_000_000);
+    }
+
+    #[test]
+    fn links_delivering_far_under_the_target_cut_before_the_queue_stands() {
+        let t0 = Instant::now();
+        let cfg = ControllerConfig {
+            start_bps: 10_000_000,
+            ..Default::default()
+        };
+        let mut c = Controller::new(cfg, t0);
+        // Rate filters still say 12 Mbit/s, but only 4 Mbit/s (500 bytes/ms) come
+        // back acknowledged while 150 ms of queue builds.
+        let o = |ms: u64, queued: usize| Observation {
+            delivered_bytes: 500 * ms,
+            ..obs(vec![link(6.0, 0), link(6.0, 0)], queued)
+        };
+        c.handle_observation(t0, &o(0, 0));
+        c.handle_observation(t0 + Duration::from_millis(50), &o(50, 100_000));
+        c.handle_observation(t0 + Duration::from_millis(100), &o(100, 230_000));
+        let t = c.target().bps;
+        assert!(t <= 5_200_000, "one cut takes at most half: {t}");
+        // 50 ms later, inside the cut holdoff: the figures are still far under, so a
+        // deeper cut is taken at once.
+        c.handle_observation(t0 + Duration::from_millis(150), &o(150, 300_000));
+        let t = c.target().bps;
+        assert!(t <= 3_600_000, "cut to what the links deliver: {t}");
     }
 
     #[test]
