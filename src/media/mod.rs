@@ -5,6 +5,128 @@
 //! ([`crate::edge::MediaSource`]): the core publishes a new value on a `watch` channel,
 //! the source applies what it can (an encoder changes bitrate and picture size while
 //! PLAYING; a pass-through source ignores it).
+//!
+//! The GStreamer sources:
+//! - [`pipeline::GstSource`] (inputs `v4l2` and `pattern`): a capture pipeline
+//!   (camera or test pattern -> raw video -> appsink) feeding an encode pipeline
+//!   (appsrc -> scale to the ladder rung -> encoder -> parser -> mpegtsmux <- audio chain
+//!   -> appsink). The encode pipeline never stops: when the camera goes away it is fed
+//!   a "NO SIGNAL" slate while the camera is retried with backoff;
+//! - [`srt::SrtSource`] (input `srt`): an SRT listener whose TS is passed through;
+//! - [`encoder`]: encoder choice against the element registry and the quirks table;
+//! - [`capture`]: what a camera is (a trait, so a test can unplug one).
+
+pub mod capture;
+pub mod encoder;
+pub mod pipeline;
+pub mod srt;
+
+use crate::config::{AudioConfig, InputConfig, VideoConfig};
+use crate::edge::MediaSource;
+
+pub use capture::{Capture, PatternCapture, V4l2Capture};
+pub use pipeline::{GstSource, MediaProbe, MediaStats};
+pub use srt::SrtSource;
+
+/// Share of the transport stream taken by TS/PES headers, PSI and PCR (about 5 %).
+pub const MUX_OVERHEAD: f64 = 0.05;
+
+/// Errors building or running a media pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("GStreamer could not start: {0}")]
+    Init(#[from] gstreamer::glib::Error),
+    #[error(transparent)]
+    Encoder(#[from] encoder::EncoderError),
+    #[error("GStreamer element {0:?} is missing (is its plugin package installed?)")]
+    MissingElement(String),
+    #[error("GStreamer: {0}")]
+    Gst(String),
+    #[error("capture: {0}")]
+    Capture(String),
+}
+
+impl From<gstreamer::glib::BoolError> for MediaError {
+    fn from(e: gstreamer::glib::BoolError) -> Self {
+        MediaError::Gst(e.to_string())
+    }
+}
+
+impl From<gstreamer::StateChangeError> for MediaError {
+    fn from(e: gstreamer::StateChangeError) -> Self {
+        MediaError::Gst(e.to_string())
+    }
+}
+
+/// Initialises GStreamer once per process (later calls are cheap).
+pub fn init() -> Result<(), MediaError> {
+    static INIT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INIT.get_or_init(|| gstreamer::init().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(MediaError::Gst)
+}
+
+/// Video encoder bitrate for a whole-stream target: the target less mux overhead and
+/// audio, clamped to the configured floor and ceiling.
+pub fn video_bitrate(target_bps: u64, video: &VideoConfig, audio: &AudioConfig) -> u64 {
+    let audio_bps = if audio.enabled { audio.bitrate_bps } else { 0 };
+    let for_es = (target_bps as f64 * (1.0 - MUX_OVERHEAD)) as u64;
+    for_es
+        .saturating_sub(audio_bps)
+        .clamp(video.min_bps, video.max_bps)
+}
+
+/// The whole-stream target an encoding source starts at before the controller has
+/// measured anything: 2 Mbit/s of video (within the floor and ceiling) plus audio
+/// and mux overhead.
+pub fn initial_target_bps(video: &VideoConfig, audio: &AudioConfig) -> u64 {
+    let v = 2_000_000u64.clamp(video.min_bps, video.max_bps);
+    let a = if audio.enabled { audio.bitrate_bps } else { 0 };
+    ((v + a) as f64 / (1.0 - MUX_OVERHEAD)).ceil() as u64
+}
+
+/// The built-in test signal (test pattern with a running clock, test tone) encoded
+/// with `video` / `audio`: what `braid sim` uses for a real encoder in the loop.
+pub fn pattern_source(
+    video: &VideoConfig,
+    audio: &AudioConfig,
+) -> Result<Box<dyn MediaSource>, MediaError> {
+    let capture = PatternCapture::new(crate::config::TestPattern::Ball, video);
+    Ok(Box::new(GstSource::new(
+        video,
+        audio,
+        Box::new(capture),
+        pipeline::Options::default(),
+    )?))
+}
+
+/// The GStreamer source for an input kind that needs one (`v4l2`, `pattern`, `srt`);
+/// `None` for the others.
+pub fn source_for_input(
+    input: &InputConfig,
+    video: &VideoConfig,
+    audio: &AudioConfig,
+) -> Option<Result<Box<dyn MediaSource>, MediaError>> {
+    let encode = |capture: Box<dyn Capture>| -> Result<Box<dyn MediaSource>, MediaError> {
+        Ok(Box::new(GstSource::new(
+            video,
+            audio,
+            capture,
+            pipeline::Options::default(),
+        )?))
+    };
+    match input {
+        InputConfig::V4l2 { device } => Some(encode(Box::new(V4l2Capture::new(device, video)))),
+        InputConfig::Pattern { pattern } => {
+            Some(encode(Box::new(PatternCapture::new(*pattern, video))))
+        }
+        InputConfig::Srt { listen, passphrase } => Some(
+            SrtSource::new(*listen, passphrase.clone())
+                .map(|s| Box::new(s) as Box<dyn MediaSource>),
+        ),
+        InputConfig::Udp { .. } | InputConfig::Test { .. } => None,
+    }
+}
 
 /// What the edge asks of its media source, published on a `watch` channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,5 +148,27 @@ impl MediaControl {
             rung: 0,
             keyframe_requests: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn video_bitrate_leaves_room_for_audio_and_mux() {
+        let v = VideoConfig::default();
+        let a = AudioConfig::default();
+        // 4 Mbit/s: 3.8 for elementary streams, less 128 k audio.
+        assert_eq!(video_bitrate(4_000_000, &v, &a), 3_672_000);
+        assert_eq!(video_bitrate(100_000, &v, &a), v.min_bps);
+        assert_eq!(video_bitrate(100_000_000, &v, &a), v.max_bps);
+        let silent = AudioConfig {
+            enabled: false,
+            ..AudioConfig::default()
+        };
+        assert_eq!(video_bitrate(4_000_000, &v, &silent), 3_800_000);
+        let start = initial_target_bps(&v, &a);
+        assert_eq!(video_bitrate(start, &v, &a), 2_000_000);
     }
 }

@@ -1,0 +1,164 @@
+//! Cameras: what produces raw pictures for the encode pipeline.
+//!
+//! A [`Capture`] adds its source elements to a fresh capture pipeline on every
+//! attempt to open the camera; [`super::pipeline`] adds conversion, scaling to the
+//! configured size and the appsink, and retries with backoff when the camera goes away.
+//! Some cameras can be opened several ways (raw, MJPEG, ...): those are the
+//! capture's variants, tried in order.
+
+use super::encoder::{v4l2_caps_plan, CaptureCaps};
+use super::MediaError;
+use crate::config::{PictureSize, TestPattern, VideoConfig};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// A camera (or anything that gives raw video).
+pub trait Capture: Send + 'static {
+    /// How many ways there are to open it; `add_source` is called with 0..variants().
+    fn variants(&self) -> usize {
+        1
+    }
+
+    /// Adds the source elements for `variant` to `pipeline` and returns the last one
+    /// (its src pad gives raw video of any format and size).
+    fn add_source(
+        &self,
+        pipeline: &gst::Pipeline,
+        variant: usize,
+    ) -> Result<gst::Element, MediaError>;
+
+    /// For logs: "v4l2 /dev/video0", "pattern smpte".
+    fn describe(&self) -> String;
+}
+
+/// `factory` with `props` (set from strings), or a clear error if it is not installed.
+pub(crate) fn make(factory: &str, props: &[(&str, &str)]) -> Result<gst::Element, MediaError> {
+    let e = gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| MediaError::MissingElement(factory.to_string()))?;
+    for (k, v) in props {
+        set_str(&e, k, v);
+    }
+    Ok(e)
+}
+
+/// Sets a property from its string form if the element has it; logs otherwise
+/// (an encoder build without a knob must not bring the stream down).
+pub(crate) fn set_str(e: &gst::Element, key: &str, value: &str) {
+    if e.find_property(key).is_some() {
+        e.set_property_from_str(key, value);
+    } else {
+        tracing::warn!(element = %e.name(), "no property {key}; {value:?} not applied");
+    }
+}
+
+/// Adds `elements` to `pipeline` and links them in order.
+pub(crate) fn add_chain(
+    pipeline: &gst::Pipeline,
+    elements: &[gst::Element],
+) -> Result<(), MediaError> {
+    pipeline.add_many(elements)?;
+    gst::Element::link_many(elements)?;
+    Ok(())
+}
+
+/// The built-in test signal's picture: a test pattern with a running clock over it.
+pub struct PatternCapture {
+    pattern: TestPattern,
+    size: PictureSize,
+    fps: u32,
+}
+
+impl PatternCapture {
+    pub fn new(pattern: TestPattern, video: &VideoConfig) -> Self {
+        PatternCapture {
+            pattern,
+            size: video.size,
+            fps: video.fps,
+        }
+    }
+}
+
+impl Capture for PatternCapture {
+    fn add_source(
+        &self,
+        pipeline: &gst::Pipeline,
+        _variant: usize,
+    ) -> Result<gst::Element, MediaError> {
+        let src = make(
+            "videotestsrc",
+            &[("is-live", "true"), ("pattern", self.pattern.nick())],
+        )?;
+        let caps = make(
+            "capsfilter",
+            &[(
+                "caps",
+                &format!(
+                    "video/x-raw,format=I420,width={},height={},framerate={}/1",
+                    self.size.width, self.size.height, self.fps
+                ),
+            )],
+        )?;
+        let clock = make(
+            "timeoverlay",
+            &[
+                ("time-mode", "running-time"),
+                ("font-desc", "Sans 36"),
+                ("halignment", "center"),
+                ("valignment", "bottom"),
+            ],
+        )?;
+        let chain = [src, caps, clock];
+        add_chain(pipeline, &chain)?;
+        Ok(chain[2].clone())
+    }
+
+    fn describe(&self) -> String {
+        format!("pattern {}", self.pattern.nick())
+    }
+}
+
+/// A Video4Linux2 camera or HDMI capture card, asked for the configured size and
+/// rate as raw video, then as MJPEG (decoded here), then with looser caps.
+pub struct V4l2Capture {
+    device: PathBuf,
+    plan: Vec<CaptureCaps>,
+}
+
+impl V4l2Capture {
+    pub fn new(device: &Path, video: &VideoConfig) -> Self {
+        V4l2Capture {
+            device: device.to_path_buf(),
+            plan: v4l2_caps_plan(video.size, video.fps),
+        }
+    }
+}
+
+impl Capture for V4l2Capture {
+    fn variants(&self) -> usize {
+        self.plan.len()
+    }
+
+    fn add_source(
+        &self,
+        pipeline: &gst::Pipeline,
+        variant: usize,
+    ) -> Result<gst::Element, MediaError> {
+        let plan = &self.plan[variant.min(self.plan.len() - 1)];
+        let device = self.device.to_string_lossy();
+        let mut chain = vec![
+            make("v4l2src", &[("device", &device), ("do-timestamp", "true")])?,
+            make("capsfilter", &[("caps", &plan.caps)])?,
+        ];
+        if plan.jpeg {
+            chain.push(make("jpegdec", &[])?);
+        }
+        add_chain(pipeline, &chain)?;
+        Ok(chain.last().expect("chain is not empty").clone())
+    }
+
+    fn describe(&self) -> String {
+        format!("v4l2 {}", self.device.display())
+    }
+}

@@ -1,0 +1,526 @@
+//! The edge media pipeline with real GStreamer: encoding, rate control, keyframes,
+//! the audio chain, camera loss, SRT pass-through.
+//!
+//! The tests take a global lock and run one pipeline at a time: they measure rates and
+//! response times, which sharing two cores between pipelines would distort.
+
+use braid::config::{AudioConfig, PictureSize, TestPattern, VideoConfig};
+use braid::edge::MediaSource;
+use braid::media::pipeline::Options;
+use braid::media::{GstSource, MediaControl, MediaProbe, PatternCapture};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const TS: usize = 188;
+const STREAM_H264: u8 = 0x1b;
+const STREAM_AAC_ADTS: u8 = 0x0f;
+
+/// One TS group as the edge core would see it.
+struct Group {
+    /// When it came out of the source.
+    arrived: Instant,
+    /// Capture time the source gave it.
+    captured: Instant,
+    data: Vec<u8>,
+}
+
+struct Run {
+    probe: MediaProbe,
+    control: watch::Sender<MediaControl>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    rx: mpsc::Receiver<(Instant, Vec<u8>)>,
+    log: Vec<Group>,
+}
+
+impl Run {
+    fn start(video: VideoConfig, audio: AudioConfig, pattern: TestPattern, opts: Options) -> Run {
+        let capture = PatternCapture::new(pattern, &video);
+        let src = GstSource::new(&video, &audio, Box::new(capture), opts).expect("pipeline");
+        assert_eq!(src.encoder(), "x264enc");
+        let probe = src.probe();
+        let target = braid::media::initial_target_bps(&video, &audio);
+        let (control, control_rx) = watch::channel(MediaControl::new(target));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (tx, rx) = mpsc::channel(8192);
+        let task = Box::new(src).spawn(tx, control_rx, shutdown_rx);
+        Run {
+            probe,
+            control,
+            shutdown,
+            task,
+            rx,
+            log: Vec::new(),
+        }
+    }
+
+    /// Collects output for `d`.
+    async fn collect(&mut self, d: Duration) {
+        let end = tokio::time::Instant::now() + d;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(end) => return,
+                g = self.rx.recv() => {
+                    let Some((captured, data)) = g else { return };
+                    self.log.push(Group { arrived: Instant::now(), captured, data });
+                }
+            }
+        }
+    }
+
+    fn set(&self, f: impl FnOnce(&mut MediaControl)) {
+        self.control.send_modify(f);
+    }
+
+    async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("source stops within 5 s")
+            .unwrap();
+    }
+
+    /// All TS bytes collected.
+    fn bytes(&self) -> Vec<u8> {
+        self.log.iter().flat_map(|g| g.data.clone()).collect()
+    }
+
+    /// TS bit rate of the groups that arrived in `[from, to)`.
+    fn rate_bps(&self, from: Instant, to: Instant) -> f64 {
+        let bytes: usize = self
+            .log
+            .iter()
+            .filter(|g| g.arrived >= from && g.arrived < to)
+            .map(|g| g.data.len())
+            .sum();
+        bytes as f64 * 8.0 / (to - from).as_secs_f64()
+    }
+}
+
+fn pid(p: &[u8]) -> u16 {
+    (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2])
+}
+
+fn payload(p: &[u8]) -> Option<&[u8]> {
+    match (p[3] >> 4) & 3 {
+        1 => Some(&p[4..]),
+        3 if 5 + (p[4] as usize) < TS => Some(&p[5 + p[4] as usize..]),
+        _ => None,
+    }
+}
+
+/// Elementary streams announced in the first PMT: pid -> stream_type.
+fn pmt_streams(ts: &[u8]) -> HashMap<u16, u8> {
+    let mut pmt_pid = None;
+    for p in ts.chunks_exact(TS) {
+        assert_eq!(p[0], 0x47, "lost TS sync");
+        let Some(pl) = payload(p) else { continue };
+        if p[1] & 0x40 == 0 {
+            continue;
+        }
+        let s = &pl[1 + pl[0] as usize..];
+        if pid(p) == 0 && s[0] == 0 {
+            pmt_pid = Some((u16::from(s[10] & 0x1f) << 8) | u16::from(s[11]));
+        } else if Some(pid(p)) == pmt_pid && s[0] == 2 {
+            let len = ((usize::from(s[1] & 0x0f)) << 8) | usize::from(s[2]);
+            let info = ((usize::from(s[10] & 0x0f)) << 8) | usize::from(s[11]);
+            let mut i = 12 + info;
+            let mut out = HashMap::new();
+            while i + 5 <= 3 + len - 4 {
+                let epid = (u16::from(s[i + 1] & 0x1f) << 8) | u16::from(s[i + 2]);
+                out.insert(epid, s[i]);
+                i += 5 + (((usize::from(s[i + 3] & 0x0f)) << 8) | usize::from(s[i + 4]));
+            }
+            return out;
+        }
+    }
+    panic!("no PAT/PMT in {} bytes", ts.len());
+}
+
+fn video_pid(ts: &[u8]) -> u16 {
+    pmt_streams(ts)
+        .into_iter()
+        .find(|(_, t)| *t == STREAM_H264)
+        .expect("an H.264 stream")
+        .0
+}
+
+/// Capture times of keyframes: video PES starts with random_access_indicator set.
+fn keyframe_times(run: &Run, vpid: u16) -> Vec<Instant> {
+    let mut out = Vec::new();
+    for g in &run.log {
+        for p in g.data.chunks_exact(TS) {
+            let afc = (p[3] >> 4) & 3;
+            let pusi = p[1] & 0x40 != 0;
+            if pid(p) == vpid && pusi && afc & 2 != 0 && p[4] > 0 && p[5] & 0x40 != 0 {
+                out.push(g.captured);
+            }
+        }
+    }
+    out
+}
+
+/// Test pattern config at `size`, keyframe every `kf_ms`.
+fn video(size: PictureSize, kf_ms: u64) -> VideoConfig {
+    VideoConfig {
+        size,
+        ladder: braid::config::default_ladder(size),
+        keyframe_interval: Duration::from_millis(kf_ms),
+        min_bps: 300_000,
+        ..VideoConfig::default()
+    }
+}
+
+const SMALL: PictureSize = PictureSize {
+    width: 640,
+    height: 360,
+};
+
+/// Audio without the DSP: the rate tests measure video.
+fn plain_audio() -> AudioConfig {
+    AudioConfig {
+        noise_suppression: false,
+        gain_control: false,
+        limiter: false,
+        ..AudioConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pattern_720p_gives_h264_and_aac_with_regular_keyframes() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let size = PictureSize {
+        width: 1280,
+        height: 720,
+    };
+    let mut run = Run::start(
+        video(size, 1000),
+        AudioConfig::default(),
+        TestPattern::Smpte,
+        Options::default(),
+    );
+    run.collect(Duration::from_millis(4500)).await;
+    let stats = run.probe.stats();
+    let ts = run.bytes();
+    assert!(!ts.is_empty(), "no output: {stats:?}");
+    assert_eq!(ts.len() % TS, 0);
+    assert!(run.log.iter().all(|g| g.data.len() <= 7 * TS));
+    let streams = pmt_streams(&ts);
+    let mut types: Vec<u8> = streams.values().copied().collect();
+    types.sort();
+    assert_eq!(types, [STREAM_AAC_ADTS, STREAM_H264], "{streams:?}");
+    assert!(stats.camera_up && stats.camera_frames > 60, "{stats:?}");
+
+    // ffprobe agrees, and sees the configured picture.
+    let dir = std::env::temp_dir().join(format!("braid-media-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pattern.ts");
+    std::fs::write(&file, &ts).unwrap();
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_streams", "-of", "compact"])
+        .arg(&file)
+        .output()
+        .expect("ffprobe runs");
+    let text = String::from_utf8_lossy(&probe.stdout);
+    assert!(text.contains("codec_name=h264"), "{text}");
+    assert!(text.contains("width=1280|height=720"), "{text}");
+    assert!(text.contains("codec_name=aac"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Capture times are close to now: output minus capture is the pipeline delay.
+    let delays: Vec<Duration> = run
+        .log
+        .iter()
+        .map(|g| g.arrived.saturating_duration_since(g.captured))
+        .collect();
+    let worst = delays.iter().max().unwrap();
+    println!("capture-to-output delay: max {worst:?}");
+    assert!(*worst < Duration::from_millis(500), "{worst:?}");
+
+    // The switch from the start-up slate to the camera is a scene cut (a keyframe of
+    // its own): look at the regular ones after it.
+    let settled = run.log[0].captured + Duration::from_millis(700);
+    let kf: Vec<Instant> = keyframe_times(&run, video_pid(&ts))
+        .into_iter()
+        .filter(|&t| t > settled)
+        .collect();
+    let gaps: Vec<f64> = kf.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+    println!("keyframe intervals (s): {gaps:.3?}");
+    assert!(kf.len() >= 3, "{} keyframes", kf.len());
+    for g in &gaps {
+        assert!((0.8..=1.2).contains(g), "keyframe interval {g:.3} s");
+    }
+    run.stop().await;
+}
+
+/// Waits `settle`, then measures the TS rate over `window`.
+async fn rate_at(run: &mut Run, target: u64, settle: Duration, window: Duration) -> f64 {
+    run.set(|c| c.target_bps = target);
+    run.collect(settle).await;
+    let from = Instant::now();
+    run.collect(window).await;
+    run.rate_bps(from, Instant::now())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitrate_follows_the_target_up_and_down() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut run = Run::start(
+        video(SMALL, 1000),
+        plain_audio(),
+        TestPattern::Snow,
+        Options::default(),
+    );
+    run.collect(Duration::from_millis(700)).await;
+    let mut report = Vec::new();
+    for target in [1_000_000u64, 4_000_000, 1_000_000] {
+        let got = rate_at(
+            &mut run,
+            target,
+            Duration::from_millis(800),
+            Duration::from_secs(2),
+        )
+        .await;
+        let ratio = got / target as f64;
+        println!(
+            "target {:.1} Mbit/s: TS {:.2} Mbit/s ({:+.1} %)",
+            target as f64 / 1e6,
+            got / 1e6,
+            (ratio - 1.0) * 100.0
+        );
+        report.push((target, ratio));
+    }
+    let stats = run.probe.stats();
+    run.stop().await;
+    for (target, ratio) in report {
+        assert!(
+            (0.8..=1.15).contains(&ratio),
+            "target {target}: got {ratio:.2} x ({stats:?})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_down_is_followed_within_300_ms() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut run = Run::start(
+        video(SMALL, 1000),
+        plain_audio(),
+        TestPattern::Snow,
+        Options::default(),
+    );
+    let mut responses = Vec::new();
+    for _ in 0..3 {
+        run.set(|c| c.target_bps = 6_000_000);
+        run.collect(Duration::from_millis(1500)).await;
+        let before = run.rate_bps(Instant::now() - Duration::from_millis(500), Instant::now());
+        let step = Instant::now();
+        run.set(|c| c.target_bps = 3_000_000);
+        run.collect(Duration::from_millis(1000)).await;
+        // First end of a 200 ms window (10 ms steps) whose rate is below 1.2 x the target.
+        let window = Duration::from_millis(200);
+        let response = (0..100)
+            .map(|i| step + Duration::from_millis(10 * i))
+            .find(|&end| run.rate_bps(end - window, end) < 1.2 * 3_000_000.0)
+            .map(|end| end - step);
+        let after = run.rate_bps(
+            step + Duration::from_millis(500),
+            step + Duration::from_millis(1000),
+        );
+        println!(
+            "6 -> 3 Mbit/s: before {:.2} Mbit/s, response {response:?}, after {:.2} Mbit/s",
+            before / 1e6,
+            after / 1e6
+        );
+        assert!(before > 4_500_000.0, "never reached 6 Mbit/s: {before}");
+        responses.push(response.expect("rate never fell below 1.2 x the new target"));
+    }
+    run.stop().await;
+    // The median of three: one step can land on a loaded moment of a shared machine.
+    responses.sort();
+    let median = responses[1];
+    println!("step-down response: {responses:?}, median {median:?}");
+    assert!(median < Duration::from_millis(300), "{responses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframe_on_demand() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // Keyframes every 10 s on their own: any other one was asked for.
+    let mut run = Run::start(
+        video(SMALL, 10_000),
+        plain_audio(),
+        TestPattern::Ball,
+        Options::default(),
+    );
+    run.collect(Duration::from_millis(1500)).await;
+    let mut asked = Vec::new();
+    for _ in 0..2 {
+        asked.push(Instant::now());
+        run.set(|c| c.keyframe_requests += 1);
+        run.collect(Duration::from_millis(700)).await;
+    }
+    let vpid = video_pid(&run.bytes());
+    let kf = keyframe_times(&run, vpid);
+    let stats = run.probe.stats();
+    run.stop().await;
+    assert_eq!(stats.keyframes_forced, 2, "{stats:?}");
+    for a in asked {
+        let after = kf
+            .iter()
+            .find(|&&t| t >= a - Duration::from_millis(40))
+            .map(|&t| t.saturating_duration_since(a));
+        println!("keyframe {after:?} after the request");
+        let after = after.expect("a keyframe after the request");
+        assert!(after < Duration::from_millis(200), "{after:?}");
+    }
+    // The first keyframe, then only the two asked for.
+    assert_eq!(kf.len(), 3, "{kf:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_chain_mixes_cleans_and_limits() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let audio = AudioConfig::default();
+    assert!(audio.noise_suppression && audio.gain_control && audio.limiter);
+    let mut run = Run::start(
+        video(SMALL, 1000),
+        audio,
+        TestPattern::Smpte,
+        Options {
+            test_tones: 2,
+            ..Options::default()
+        },
+    );
+    run.collect(Duration::from_millis(2500)).await;
+    let elements = run.probe.elements();
+    let ts = run.bytes();
+    let stats = run.probe.stats();
+    run.stop().await;
+    for e in ["audiomixer", "webrtcdsp", "audiodynamic", "avenc_aac"] {
+        assert!(elements.iter().any(|x| x == e), "no {e} in {elements:?}");
+    }
+    assert_eq!(stats.errors, 0, "{stats:?}");
+    let apid = pmt_streams(&ts)
+        .into_iter()
+        .find(|(_, t)| *t == STREAM_AAC_ADTS)
+        .expect("an AAC stream")
+        .0;
+    let audio_packets = ts.chunks_exact(TS).filter(|p| pid(p) == apid).count();
+    // 128 kbit/s for ~2 s is ~170 packets; well over 100 means audio flows.
+    println!("audio packets: {audio_packets}");
+    assert!(audio_packets > 100, "{audio_packets}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_loss_shows_slate_and_camera_returns() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut run = Run::start(
+        video(SMALL, 1000),
+        plain_audio(),
+        TestPattern::Ball,
+        Options::default(),
+    );
+    run.collect(Duration::from_millis(1500)).await;
+    let before = run.probe.stats();
+    assert!(before.camera_up, "{before:?}");
+
+    let unplugged = Instant::now();
+    run.probe.unplug_camera();
+    run.collect(Duration::from_millis(1500)).await;
+    let during = run.probe.stats();
+    run.probe.replug_camera();
+    let replugged = Instant::now();
+    // Retries back off 250, 500, 1000 ms: back within ~1 s of the replug.
+    while !run.probe.stats().camera_up && replugged.elapsed() < Duration::from_secs(4) {
+        run.collect(Duration::from_millis(100)).await;
+    }
+    let back_after = replugged.elapsed();
+    run.collect(Duration::from_millis(1000)).await;
+    let after = run.probe.stats();
+    let vpid = video_pid(&run.bytes());
+    let video_during = run
+        .log
+        .iter()
+        .filter(|g| g.arrived > unplugged + Duration::from_millis(300) && g.arrived < replugged)
+        .flat_map(|g| g.data.chunks_exact(TS))
+        .filter(|p| pid(p) == vpid)
+        .count();
+    let worst_gap = run
+        .log
+        .windows(2)
+        .map(|w| w[1].arrived - w[0].arrived)
+        .max()
+        .unwrap();
+    run.stop().await;
+    println!(
+        "camera back {back_after:?} after replug; longest output gap {worst_gap:?}; \
+         slate frames {}; video packets while unplugged {video_during}",
+        during.slate_frames - before.slate_frames
+    );
+    assert!(
+        !during.camera_up && during.camera_failures >= 1,
+        "{during:?}"
+    );
+    // ~1.5 s of slate at 30 fps.
+    assert!(
+        during.slate_frames - before.slate_frames > 30,
+        "{before:?} {during:?}"
+    );
+    assert!(
+        video_during > 20,
+        "slate not encoded: {video_during} packets"
+    );
+    assert_eq!(during.video_bps, 300_000, "slate at the bitrate floor");
+    assert!(after.camera_up, "camera did not come back: {after:?}");
+    assert!(
+        after.camera_frames > during.camera_frames + 20,
+        "{during:?} {after:?}"
+    );
+    assert!(worst_gap < Duration::from_millis(200), "{worst_gap:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srt_input_passes_ts_through() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    braid::media::init().unwrap();
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let pass = "braid-test-passphrase".to_string();
+    let src = braid::media::SrtSource::new(listen, Some(pass.clone())).unwrap();
+    let (_control, control_rx) = watch::channel(MediaControl::new(1_000_000));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (tx, mut rx) = mpsc::channel(4096);
+    let task = Box::new(src).spawn(tx, control_rx, shutdown_rx);
+
+    // An external encoder calling in.
+    let caller = gstreamer::parse::launch(&format!(
+        "videotestsrc is-live=true ! video/x-raw,width=320,height=240 ! x264enc tune=zerolatency \
+         ! mpegtsmux alignment=7 ! srtsink uri=srt://127.0.0.1:{port}?mode=caller passphrase={pass}"
+    ))
+    .unwrap();
+    use gstreamer::prelude::*;
+    caller.set_state(gstreamer::State::Playing).unwrap();
+    let mut ts = Vec::new();
+    let end = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < end && ts.len() < 200 * TS {
+        if let Ok(Some((_, g))) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await
+        {
+            ts.extend(g);
+        }
+    }
+    caller.set_state(gstreamer::State::Null).unwrap();
+    let _ = shutdown.send(true);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ts.len() >= 200 * TS, "only {} bytes through SRT", ts.len());
+    assert!(pmt_streams(&ts).values().any(|t| *t == STREAM_H264));
+}
