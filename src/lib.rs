@@ -12,6 +12,9 @@
 //!   bound, the virtual-time harness and the userspace link emulator.
 //! - [`transport`]: quinn glue: TLS identities, endpoint configuration, per-link
 //!   sockets (`SO_BINDTODEVICE` or a source address), interface watching.
+//! - [`media`]: what the edge sends: the [`media::MediaControl`] contract with the
+//!   bitrate controller, the GStreamer camera/test-pattern encoder (capture and encode
+//!   pipelines, encoder quirks table, NO SIGNAL slate) and the SRT pass-through input.
 //! - [`edge`], [`relay`]: the daemons.
 //! - [`system`]: signals, stats HTTP endpoints.
 #![forbid(unsafe_code)]

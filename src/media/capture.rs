@@ -148,7 +148,8 @@ impl Capture for V4l2Capture {
         let plan = &self.plan[variant.min(self.plan.len() - 1)];
         let device = self.device.to_string_lossy();
         let mut chain = vec![
-            make("v4l2src", &[("device", &device), ("do-timestamp", "true")])?,
+            // Buffers carry the driver's capture timestamps (on the monotonic clock).
+            make("v4l2src", &[("device", &device)])?,
             make("capsfilter", &[("caps", &plan.caps)])?,
         ];
         if plan.jpeg {

@@ -28,8 +28,13 @@ pub use capture::{Capture, PatternCapture, V4l2Capture};
 pub use pipeline::{GstSource, MediaProbe, MediaStats};
 pub use srt::SrtSource;
 
-/// Share of the transport stream taken by TS/PES headers, PSI and PCR (about 5 %).
-pub const MUX_OVERHEAD: f64 = 0.05;
+/// TS overhead that grows with the rate: 4-byte packet headers (2.1 %), PES headers,
+/// adaptation fields. Fitted with [`MUX_FIXED_BPS`] to the TS rates tests/media.rs
+/// measured (x264enc + AAC 128 kbit/s at 1 and 4 Mbit/s targets).
+pub const MUX_OVERHEAD: f64 = 0.04;
+/// TS overhead that does not: PAT/PMT every 100 ms, PCR, the half-empty last packet
+/// of every video frame and audio PES (about 60 kbit/s at 30 fps with AAC).
+pub const MUX_FIXED_BPS: u64 = 60_000;
 
 /// Errors building or running a media pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +77,7 @@ pub fn video_bitrate(target_bps: u64, video: &VideoConfig, audio: &AudioConfig) 
     let audio_bps = if audio.enabled { audio.bitrate_bps } else { 0 };
     let for_es = (target_bps as f64 * (1.0 - MUX_OVERHEAD)) as u64;
     for_es
-        .saturating_sub(audio_bps)
+        .saturating_sub(audio_bps + MUX_FIXED_BPS)
         .clamp(video.min_bps, video.max_bps)
 }
 
@@ -82,22 +87,36 @@ pub fn video_bitrate(target_bps: u64, video: &VideoConfig, audio: &AudioConfig) 
 pub fn initial_target_bps(video: &VideoConfig, audio: &AudioConfig) -> u64 {
     let v = 2_000_000u64.clamp(video.min_bps, video.max_bps);
     let a = if audio.enabled { audio.bitrate_bps } else { 0 };
-    ((v + a) as f64 / (1.0 - MUX_OVERHEAD)).ceil() as u64
+    ((v + a + MUX_FIXED_BPS) as f64 / (1.0 - MUX_OVERHEAD)).ceil() as u64
 }
 
-/// The built-in test signal (test pattern with a running clock, test tone) encoded
-/// with `video` / `audio`: what `braid sim` uses for a real encoder in the loop.
+/// The built-in test signal (moving-ball test pattern with a running clock, test
+/// tone) encoded with `video` / `audio`: what `braid sim` uses for a real encoder in
+/// the loop. The TS comes out on the `out` channel given to `spawn`.
 pub fn pattern_source(
     video: &VideoConfig,
     audio: &AudioConfig,
 ) -> Result<Box<dyn MediaSource>, MediaError> {
-    let capture = PatternCapture::new(crate::config::TestPattern::Ball, video);
-    Ok(Box::new(GstSource::new(
+    Ok(pattern_source_probed(video, audio, crate::config::TestPattern::Ball)?.0)
+}
+
+/// [`pattern_source`] with a chosen picture (`Snow` makes the encoder use every bit it
+/// is given) and a [`MediaProbe`] to read the encoder's state (bitrate in force,
+/// rung, forced keyframes, TS bytes) while it runs.
+pub fn pattern_source_probed(
+    video: &VideoConfig,
+    audio: &AudioConfig,
+    pattern: crate::config::TestPattern,
+) -> Result<(Box<dyn MediaSource>, MediaProbe), MediaError> {
+    let capture = PatternCapture::new(pattern, video);
+    let src = GstSource::new(
         video,
         audio,
         Box::new(capture),
         pipeline::Options::default(),
-    )?))
+    )?;
+    let probe = src.probe();
+    Ok((Box::new(src), probe))
 }
 
 /// The GStreamer source for an input kind that needs one (`v4l2`, `pattern`, `srt`);
@@ -159,15 +178,15 @@ mod tests {
     fn video_bitrate_leaves_room_for_audio_and_mux() {
         let v = VideoConfig::default();
         let a = AudioConfig::default();
-        // 4 Mbit/s: 3.8 for elementary streams, less 128 k audio.
-        assert_eq!(video_bitrate(4_000_000, &v, &a), 3_672_000);
+        // 4 Mbit/s: 3.84 for elementary streams, less 128 k audio and 60 k fixed.
+        assert_eq!(video_bitrate(4_000_000, &v, &a), 3_652_000);
         assert_eq!(video_bitrate(100_000, &v, &a), v.min_bps);
         assert_eq!(video_bitrate(100_000_000, &v, &a), v.max_bps);
         let silent = AudioConfig {
             enabled: false,
             ..AudioConfig::default()
         };
-        assert_eq!(video_bitrate(4_000_000, &v, &silent), 3_800_000);
+        assert_eq!(video_bitrate(4_000_000, &v, &silent), 3_780_000);
         let start = initial_target_bps(&v, &a);
         assert_eq!(video_bitrate(start, &v, &a), 2_000_000);
     }

@@ -14,7 +14,8 @@
 //! while PLAYING (encoder bitrate from the quirks table, the rung capsfilter's caps,
 //! force-key-unit events), watches both buses, feeds the "NO SIGNAL" slate whenever
 //! no camera frame arrived for [`Options::stale_after`], and reopens the camera with
-//! backoff. Nothing here runs on the tokio runtime: the appsink callback hands TS
+//! backoff. An error in the encode pipeline (an encoder or audio device gone) is
+//! logged, counted, and the encode pipeline is rebuilt with backoff. Nothing here runs on the tokio runtime: the appsink callback hands TS
 //! groups over with `try_send` (a full channel drops the group and counts it).
 //!
 //! Capture times: every pipeline runs on the monotonic GStreamer system clock, and
@@ -48,6 +49,8 @@ const PROVEN_GOOD: Duration = Duration::from_secs(10);
 const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 /// A camera that is open but silent this long is treated as lost (USB hang).
 const STALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// First wait before rebuilding a failed encode pipeline; doubles up to [`MAX_BACKOFF`].
+const FIRST_ENCODE_BACKOFF: Duration = Duration::from_millis(500);
 /// Audio source buffer: 10 ms at 48 kHz (webrtcdsp works in 10 ms frames).
 const AUDIO_SAMPLES_PER_BUFFER: &str = "480";
 /// Limiter: above -0.9 dBFS the level rises 1/20 as fast (20:1, hard knee).
@@ -92,6 +95,8 @@ pub struct MediaStats {
     pub rung: usize,
     /// Force-key-unit events sent to the encoder.
     pub keyframes_forced: u64,
+    /// Times the encode pipeline was rebuilt after an error.
+    pub encoder_restarts: u64,
     /// TS bytes handed to `out`.
     pub ts_bytes: u64,
     /// TS groups dropped because `out` was full.
@@ -112,6 +117,7 @@ struct Counters {
     video_bps: AtomicU64,
     rung: AtomicU64,
     keyframes_forced: AtomicU64,
+    encoder_restarts: AtomicU64,
     ts_bytes: AtomicU64,
     groups_dropped: AtomicU64,
     errors: AtomicU64,
@@ -126,6 +132,8 @@ struct Shared {
     unplugged: AtomicBool,
     /// An element of the capture pipeline in use, to post an injected error from.
     capture_element: Mutex<Option<gst::Element>>,
+    /// The video encoder in use (the same, for the encode pipeline).
+    encode_element: Mutex<Option<gst::Element>>,
     /// Factory names of the encode pipeline's elements.
     elements: Mutex<Vec<String>>,
 }
@@ -157,6 +165,7 @@ impl MediaProbe {
             video_bps: n.video_bps.load(Relaxed),
             rung: n.rung.load(Relaxed) as usize,
             keyframes_forced: n.keyframes_forced.load(Relaxed),
+            encoder_restarts: n.encoder_restarts.load(Relaxed),
             ts_bytes: n.ts_bytes.load(Relaxed),
             groups_dropped: n.groups_dropped.load(Relaxed),
             errors: n.errors.load(Relaxed),
@@ -184,6 +193,15 @@ impl MediaProbe {
                 gst::ResourceError::Read,
                 ["camera unplugged (simulated)"]
             );
+        }
+    }
+
+    /// Simulates an encoder failure: the encode pipeline gets an error (as a hardware
+    /// encoder that lost its device would post) and is rebuilt.
+    pub fn break_encoder(&self) {
+        let element = self.0.encode_element.lock().ok().and_then(|e| e.clone());
+        if let Some(e) = element {
+            gst::element_error!(e, gst::StreamError::Encode, ["encoder failed (simulated)"]);
         }
     }
 
@@ -583,7 +601,7 @@ fn render_slate(video: &VideoConfig) -> Result<gst::Buffer, MediaError> {
 enum Event {
     Control(MediaControl),
     Stop,
-    EncodeBus(gst::Message),
+    EncodeBus(u64, gst::Message),
     CaptureBus(u64, gst::Message),
 }
 
@@ -607,11 +625,19 @@ struct Runner {
     src: GstSource,
     feeder: Arc<Mutex<Feeder>>,
     events: std_mpsc::Sender<Event>,
+    out: mpsc::Sender<(Instant, Vec<u8>)>,
     clock: gst::Clock,
+    anchor: ClockAnchor,
     camera: Camera,
     capture: Option<gst::Pipeline>,
+    /// Capture pipelines built so far; bus messages of older ones are ignored.
     generation: u64,
     backoff: Duration,
+    /// Encode pipelines built so far (the same for the encode bus).
+    encode_generation: u64,
+    /// When to rebuild a failed encode pipeline.
+    encode_retry: Option<Instant>,
+    encode_backoff: Duration,
     control: Option<MediaControl>,
     applied_bps: u64,
 }
@@ -668,16 +694,53 @@ impl Runner {
     ) -> Result<Runner, MediaError> {
         let clock = gst::SystemClock::obtain();
         let anchor = ClockAnchor::now(&clock);
-        let enc = &src.encode;
-        let tx = events.clone();
+        let frame = gst::ClockTime::from_nseconds(1_000_000_000 / u64::from(src.video.fps));
+        let feeder = Arc::new(Mutex::new(Feeder {
+            appsrc: src.encode.appsrc.clone(),
+            frame,
+            last_pts: None,
+            last_push: None,
+            last_camera: None,
+        }));
+        let now = Instant::now();
+        let mut r = Runner {
+            src,
+            feeder,
+            events,
+            out,
+            clock,
+            anchor,
+            camera: Camera::Down { retry_at: now },
+            capture: None,
+            generation: 0,
+            backoff: FIRST_BACKOFF,
+            encode_generation: 0,
+            encode_retry: None,
+            encode_backoff: FIRST_ENCODE_BACKOFF,
+            control: None,
+            applied_bps: 0,
+        };
+        r.play_encode()?;
+        Ok(r)
+    }
+
+    /// Wires the encode pipeline's bus and appsink, points the feeder at its appsrc
+    /// and sets it PLAYING.
+    fn play_encode(&mut self) -> Result<(), MediaError> {
+        self.encode_generation += 1;
+        let gen = self.encode_generation;
+        let enc = &self.src.encode;
+        let tx = self.events.clone();
         enc.pipeline
             .bus()
             .ok_or_else(|| MediaError::Gst("pipeline without a bus".into()))?
             .set_sync_handler(move |_, m| {
-                let _ = tx.send(Event::EncodeBus(m.clone()));
+                let _ = tx.send(Event::EncodeBus(gen, m.clone()));
                 gst::BusSyncReply::Drop
             });
-        let shared = src.shared.clone();
+        let shared = self.src.shared.clone();
+        let out = self.out.clone();
+        let anchor = self.anchor;
         let mut packetizer = Packetizer::default();
         let mut groups = Vec::new();
         enc.appsink.set_callbacks(
@@ -708,29 +771,57 @@ impl Runner {
                 })
                 .build(),
         );
-        let frame = gst::ClockTime::from_nseconds(1_000_000_000 / u64::from(src.video.fps));
-        let feeder = Arc::new(Mutex::new(Feeder {
-            appsrc: enc.appsrc.clone(),
-            frame,
-            last_pts: None,
-            last_push: None,
-            last_camera: None,
-        }));
+        if let Ok(mut f) = self.feeder.lock() {
+            f.appsrc = enc.appsrc.clone();
+            f.last_pts = None;
+        }
+        if let Ok(mut e) = self.src.shared.encode_element.lock() {
+            *e = Some(enc.encoder.clone());
+        }
         enc.pipeline.set_state(gst::State::Playing)?;
-        src.shared.n.video_bps.store(src.video.min_bps, Relaxed);
-        let now = Instant::now();
-        Ok(Runner {
-            src,
-            feeder,
-            events,
-            clock,
-            camera: Camera::Down { retry_at: now },
-            capture: None,
-            generation: 0,
-            backoff: FIRST_BACKOFF,
-            control: None,
-            applied_bps: 0,
-        })
+        // The new pipeline starts at rung 0 with the floor bitrate: re-apply the wishes.
+        self.src.shared.n.rung.store(0, Relaxed);
+        self.applied_bps = 0;
+        if let Some(c) = self.control.clone() {
+            self.apply(c);
+        } else {
+            self.apply_bitrate();
+        }
+        Ok(())
+    }
+
+    /// The encode pipeline failed: it is stopped now and rebuilt after a backoff.
+    fn encode_failed(&mut self, why: String, now: Instant) {
+        self.src.shared.error(why);
+        if self.encode_retry.is_some() {
+            return;
+        }
+        let _ = self.src.encode.pipeline.set_state(gst::State::Null);
+        tracing::warn!(
+            retry_in_ms = self.encode_backoff.as_millis() as u64,
+            "encode pipeline stopped; rebuilding"
+        );
+        self.encode_retry = Some(now + self.encode_backoff);
+        self.encode_backoff = (self.encode_backoff * 2).min(MAX_BACKOFF);
+    }
+
+    fn rebuild_encode(&mut self, now: Instant) {
+        self.encode_retry = None;
+        let s = &self.src;
+        let rebuilt = build_encode(&s.video, &s.audio, s.quirks, s.gop, &s.opts);
+        match rebuilt {
+            Ok(encode) => {
+                self.src.encode = encode;
+                match self.play_encode() {
+                    Ok(()) => {
+                        self.src.shared.n.encoder_restarts.fetch_add(1, Relaxed);
+                        tracing::info!("encode pipeline rebuilt");
+                    }
+                    Err(e) => self.encode_failed(format!("rebuild: {e}"), now),
+                }
+            }
+            Err(e) => self.encode_failed(format!("rebuild: {e}"), now),
+        }
     }
 
     fn frame_interval(&self) -> Duration {
@@ -745,7 +836,7 @@ impl Runner {
             match rx.recv_timeout(wait) {
                 Ok(Event::Stop) | Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
                 Ok(Event::Control(c)) => self.apply(c),
-                Ok(Event::EncodeBus(m)) => self.on_encode_bus(&m),
+                Ok(Event::EncodeBus(gen, m)) => self.on_encode_bus(gen, &m),
                 Ok(Event::CaptureBus(gen, m)) => self.on_capture_bus(gen, &m),
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {}
             }
@@ -764,6 +855,9 @@ impl Runner {
 
     /// Every frame interval: slate if the camera is silent, camera state machine.
     fn tick(&mut self, now: Instant) {
+        if self.encode_retry.is_some_and(|t| now >= t) {
+            self.rebuild_encode(now);
+        }
         let stale_after = self.src.opts.stale_after;
         let frame = self.frame_interval();
         if let Ok(mut f) = self.feeder.lock() {
@@ -945,15 +1039,18 @@ impl Runner {
         }
     }
 
-    fn on_encode_bus(&mut self, m: &gst::Message) {
+    fn on_encode_bus(&mut self, gen: u64, m: &gst::Message) {
+        if gen != self.encode_generation {
+            return;
+        }
         use gst::MessageView;
         match m.view() {
             MessageView::Error(e) => {
                 let from = m.src().map(|s| s.name().to_string()).unwrap_or_default();
-                self.src
-                    .shared
-                    .error(format!("{from}: {} ({:?})", e.error(), e.debug()));
+                let why = format!("{from}: {} ({:?})", e.error(), e.debug());
+                self.encode_failed(why, Instant::now());
             }
+            MessageView::Eos(_) => self.encode_failed("end of stream".into(), Instant::now()),
             MessageView::Warning(w) => {
                 tracing::warn!("media: {} ({:?})", w.error(), w.debug());
             }
