@@ -663,3 +663,32 @@ async fn encoder_failure_rebuilds_the_encode_pipeline() {
     assert_eq!(size, "480,270");
     assert!(stats.video_bps > 1_500_000, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opus_audio_is_muxed() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let audio = AudioConfig {
+        codec: braid::config::AudioCodec::Opus,
+        bitrate_bps: 64_000,
+        ..plain_audio()
+    };
+    let mut run = Run::start(
+        video(SMALL, 1000),
+        audio,
+        TestPattern::Smpte,
+        Options::default(),
+    );
+    run.collect(Duration::from_millis(1500)).await;
+    let ts = run.bytes();
+    let elements = run.probe.elements();
+    run.stop().await;
+    assert!(elements.iter().any(|e| e == "opusenc"), "{elements:?}");
+    // Opus in TS: private data (0x06) with an "Opus" registration descriptor.
+    let streams = pmt_streams(&ts);
+    let (apid, _) = streams
+        .iter()
+        .find(|(_, t)| **t == 0x06)
+        .unwrap_or_else(|| panic!("no private-data stream in {streams:?}"));
+    let packets = ts.chunks_exact(TS).filter(|p| pid(p) == *apid).count();
+    assert!(packets > 30, "{packets} Opus packets");
+}

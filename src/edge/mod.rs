@@ -694,6 +694,44 @@ pub fn load(path: &Path) -> Result<EdgeConfig, crate::config::ConfigError> {
 mod tests {
     use super::*;
 
+    fn config(input: &str) -> EdgeConfig {
+        let text = format!(
+            "[device]\nid = \"cam\"\ncert = \"c\"\nkey = \"k\"\n\
+             [relay]\naddress = \"127.0.0.1:7000\"\nfingerprint = \"{}\"\n\
+             [input]\n{input}\n[[link]]\nname = \"l\"\nbind = \"127.0.0.1\"\n",
+            "ab".repeat(32)
+        );
+        crate::config::parse_edge(&text, Path::new("edge.toml")).unwrap()
+    }
+
+    #[test]
+    fn media_inputs_get_gstreamer_sources() {
+        // Built (elements created, encoder chosen) but not started.
+        for input in [
+            "kind = \"pattern\"",
+            "kind = \"v4l2\"\ndevice = \"/dev/video-braid-none\"",
+            "kind = \"srt\"\nlisten = \"127.0.0.1:0\"",
+        ] {
+            let cfg = config(input);
+            assert!(source_for(&cfg).is_ok(), "{input}");
+        }
+        let cfg = config("kind = \"pattern\"");
+        assert_eq!(
+            initial_target_bps(&cfg),
+            crate::media::initial_target_bps(&cfg.video, &cfg.audio)
+        );
+        assert_eq!(
+            crate::media::video_bitrate(initial_target_bps(&cfg), &cfg.video, &cfg.audio),
+            2_000_000
+        );
+        let mut cfg = config("kind = \"pattern\"");
+        cfg.video.encoder = crate::config::EncoderChoice::Named("v4l2h264enc".into());
+        let e = source_for(&cfg)
+            .err()
+            .expect("no V4L2 encoder on this machine");
+        assert!(format!("{e:#}").contains("not installed"), "{e:#}");
+    }
+
     #[test]
     fn datagram_size_sets_ts_packets_per_datagram() {
         // initial_mtu 1400 on quinn gives 1362 bytes of datagram: 7 packets (1342).
