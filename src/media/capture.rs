@@ -43,13 +43,21 @@ pub(crate) fn make(factory: &str, props: &[(&str, &str)]) -> Result<gst::Element
     Ok(e)
 }
 
-/// Sets a property from its string form if the element has it; logs otherwise
-/// (an encoder build without a knob must not bring the stream down).
+/// Sets a property from its string form if the element has it and the value parses;
+/// logs otherwise (an encoder build without a knob, or with another type for it, must
+/// not bring the stream down, and `set_property_from_str` would panic).
 pub(crate) fn set_str(e: &gst::Element, key: &str, value: &str) {
-    if e.find_property(key).is_some() {
-        e.set_property_from_str(key, value);
-    } else {
+    let Some(pspec) = e.find_property(key) else {
         tracing::warn!(element = %e.name(), "no property {key}; {value:?} not applied");
+        return;
+    };
+    if !pspec.flags().contains(gst::glib::ParamFlags::WRITABLE) {
+        tracing::warn!(element = %e.name(), "property {key} is read-only");
+        return;
+    }
+    match gst::glib::Value::deserialize(value, pspec.value_type()) {
+        Ok(v) => e.set_property_from_value(key, &v),
+        Err(_) => tracing::warn!(element = %e.name(), "{key}: cannot use {value:?}"),
     }
 }
 
@@ -161,5 +169,44 @@ impl Capture for V4l2Capture {
 
     fn describe(&self) -> String {
         format!("v4l2 {}", self.device.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_str_applies_good_values_and_survives_bad_ones() {
+        super::super::init().unwrap();
+        let e = make(
+            "x264enc",
+            &[("bitrate", "1234"), ("speed-preset", "ultrafast")],
+        )
+        .unwrap();
+        assert_eq!(e.property::<u32>("bitrate"), 1234);
+        // Unknown property, unparsable value, read-only property: logged, not applied.
+        set_str(&e, "no-such-property", "1");
+        set_str(&e, "bitrate", "fast");
+        set_str(&e, "speed-preset", "warp");
+        set_str(&e, "parent", "x");
+        assert_eq!(e.property::<u32>("bitrate"), 1234);
+        let missing = make("no-such-element-braid", &[]).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "GStreamer element \"no-such-element-braid\" is missing (is its plugin package installed?)"
+        );
+    }
+
+    #[test]
+    fn captures_describe_themselves() {
+        let v = VideoConfig::default();
+        let cam = V4l2Capture::new(Path::new("/dev/video3"), &v);
+        assert_eq!(cam.describe(), "v4l2 /dev/video3");
+        assert_eq!(cam.variants(), 4);
+        assert_eq!(
+            PatternCapture::new(TestPattern::Snow, &v).describe(),
+            "pattern snow"
+        );
     }
 }

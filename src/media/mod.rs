@@ -39,8 +39,6 @@ pub const MUX_FIXED_BPS: u64 = 60_000;
 /// Errors building or running a media pipeline.
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
-    #[error("GStreamer could not start: {0}")]
-    Init(#[from] gstreamer::glib::Error),
     #[error(transparent)]
     Encoder(#[from] encoder::EncoderError),
     #[error("GStreamer element {0:?} is missing (is its plugin package installed?)")]

@@ -338,6 +338,15 @@ impl GstSource {
         opts: Options,
     ) -> Result<GstSource, MediaError> {
         super::init()?;
+        // The config parser guarantees these; a hand-built config might not.
+        if video.fps == 0 || video.ladder.is_empty() {
+            return Err(MediaError::Gst(
+                "video: fps must be at least 1 and the ladder not empty".into(),
+            ));
+        }
+        if audio.enabled && audio.source == AudioSourceKind::Alsa && audio.devices.is_empty() {
+            return Err(MediaError::Gst("audio: no ALSA device given".into()));
+        }
         let quirks = encoder::select(&video.encoder, &GstRegistry)?;
         let gop = encoder::gop_frames(video.fps, video.keyframe_interval);
         let shared = Arc::new(Shared::default());
@@ -858,8 +867,9 @@ impl Runner {
         if self.encode_retry.is_some_and(|t| now >= t) {
             self.rebuild_encode(now);
         }
-        let stale_after = self.src.opts.stale_after;
         let frame = self.frame_interval();
+        // At a low frame rate the gap between two camera frames is not a loss.
+        let stale_after = self.src.opts.stale_after.max(frame * 5 / 2);
         if let Ok(mut f) = self.feeder.lock() {
             let due = f
                 .last_push
