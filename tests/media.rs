@@ -181,6 +181,20 @@ fn keyframe_times(run: &Run, vpid: u16) -> Vec<Instant> {
     out
 }
 
+/// CPU seconds this process has used (user + system), from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<f64> = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // Clock ticks are 100 per second on Linux.
+    f.iter().sum::<f64>() / 100.0
+}
+
 /// Test pattern config at `size`, keyframe every `kf_ms`.
 fn video(size: PictureSize, kf_ms: u64) -> VideoConfig {
     VideoConfig {
@@ -220,7 +234,13 @@ async fn pattern_720p_gives_h264_and_aac_with_regular_keyframes() {
         TestPattern::Smpte,
         Options::default(),
     );
-    run.collect(Duration::from_millis(4500)).await;
+    run.collect(Duration::from_millis(1000)).await;
+    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    run.collect(Duration::from_millis(3500)).await;
+    println!(
+        "720p30 pattern + x264 + AAC (webrtcdsp, limiter): {:.0} % of one core",
+        100.0 * (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64()
+    );
     let stats = run.probe.stats();
     let ts = run.bytes();
     assert!(!ts.is_empty(), "no output: {stats:?}");
