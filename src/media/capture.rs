@@ -198,6 +198,64 @@ mod tests {
         );
     }
 
+    /// Factory names and capsfilter caps of what `add_source` put in, in link order.
+    fn chain_of(capture: &dyn Capture, variant: usize) -> Vec<String> {
+        let p = gst::Pipeline::new();
+        let last = capture.add_source(&p, variant).unwrap();
+        let mut out = Vec::new();
+        let mut e = Some(last);
+        while let Some(el) = e {
+            let name = el.factory().unwrap().name().to_string();
+            out.push(if name == "capsfilter" {
+                el.property::<gst::Caps>("caps").to_string()
+            } else {
+                name
+            });
+            e = el
+                .sink_pads()
+                .first()
+                .and_then(|pad| pad.peer())
+                .and_then(|peer| peer.parent_element());
+        }
+        out.reverse();
+        out
+    }
+
+    #[test]
+    fn v4l2_capture_asks_raw_then_mjpeg_through_jpegdec() {
+        super::super::init().unwrap();
+        let v = VideoConfig {
+            size: PictureSize {
+                width: 1920,
+                height: 1080,
+            },
+            fps: 25,
+            ..VideoConfig::default()
+        };
+        let cam = V4l2Capture::new(Path::new("/dev/video0"), &v);
+        assert_eq!(
+            chain_of(&cam, 0),
+            [
+                "v4l2src",
+                "video/x-raw, width=(int)1920, height=(int)1080, framerate=(fraction)25/1"
+            ]
+        );
+        assert_eq!(
+            chain_of(&cam, 1),
+            [
+                "v4l2src",
+                "image/jpeg, width=(int)1920, height=(int)1080, framerate=(fraction)25/1",
+                "jpegdec"
+            ]
+        );
+        assert_eq!(chain_of(&cam, 3), ["v4l2src", "video/x-raw"]);
+        let pattern = PatternCapture::new(TestPattern::Ball, &v);
+        let chain = chain_of(&pattern, 0);
+        assert_eq!(chain[0], "videotestsrc");
+        assert!(chain[1].contains("width=(int)1920") && chain[1].contains("25/1"));
+        assert_eq!(chain[2], "timeoverlay");
+    }
+
     #[test]
     fn captures_describe_themselves() {
         let v = VideoConfig::default();
