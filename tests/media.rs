@@ -253,20 +253,10 @@ async fn pattern_720p_gives_h264_and_aac_with_regular_keyframes() {
     assert!(stats.camera_up && stats.camera_frames > 60, "{stats:?}");
 
     // ffprobe agrees, and sees the configured picture.
-    let dir = std::env::temp_dir().join(format!("braid-media-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("pattern.ts");
-    std::fs::write(&file, &ts).unwrap();
-    let probe = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-show_streams", "-of", "compact"])
-        .arg(&file)
-        .output()
-        .expect("ffprobe runs");
-    let text = String::from_utf8_lossy(&probe.stdout);
+    let text = ffprobe(&ts, &["-show_streams", "-of", "compact"]);
     assert!(text.contains("codec_name=h264"), "{text}");
     assert!(text.contains("width=1280|height=720"), "{text}");
     assert!(text.contains("codec_name=aac"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 
     // Capture times are close to now: output minus capture is the pipeline delay.
     let delays: Vec<Duration> = run
@@ -576,33 +566,36 @@ fn probed_size(run: &Run, from: Instant) -> String {
         .filter(|g| g.arrived >= from)
         .flat_map(|g| g.data.clone())
         .collect();
-    let file = std::env::temp_dir().join(format!(
-        "braid-media-{}-{}.ts",
-        std::process::id(),
-        from.elapsed().as_nanos()
-    ));
-    std::fs::write(&file, &ts).unwrap();
-    let out = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
+    let text = ffprobe(
+        &ts,
+        &[
             "-select_streams",
             "v",
             "-show_entries",
             "stream=width,height",
             "-of",
             "csv=p=0",
-        ])
-        .arg(&file)
-        .output()
-        .expect("ffprobe runs");
-    let _ = std::fs::remove_file(&file);
+        ],
+    );
     // The stream is listed under its program too: the first line is enough.
-    let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find(|l| !l.is_empty())
         .unwrap_or("")
         .to_string()
+}
+
+/// What `ffprobe -v error ARGS` says about `ts`.
+fn ffprobe(ts: &[u8], args: &[&str]) -> String {
+    let dir = braid::system::TempDir::new("media").unwrap();
+    let file = dir.path().join("out.ts");
+    std::fs::write(&file, ts).unwrap();
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error"])
+        .args(args)
+        .arg(&file)
+        .output()
+        .expect("ffprobe runs (Makefile deps installs ffmpeg)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
