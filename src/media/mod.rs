@@ -61,6 +61,44 @@ impl From<gstreamer::StateChangeError> for MediaError {
     }
 }
 
+/// Hands what an appsink gives to the edge core as groups of whole TS packets,
+/// from a GStreamer streaming thread, never blocking it: a full channel drops the
+/// group (the core is stuck; holding the pipeline would not help it).
+pub(crate) struct TsForwarder {
+    packetizer: crate::core::ts::Packetizer,
+    groups: Vec<Vec<u8>>,
+    out: tokio::sync::mpsc::Sender<(std::time::Instant, Vec<u8>)>,
+}
+
+impl TsForwarder {
+    pub(crate) fn new(out: tokio::sync::mpsc::Sender<(std::time::Instant, Vec<u8>)>) -> Self {
+        TsForwarder {
+            packetizer: crate::core::ts::Packetizer::default(),
+            groups: Vec::new(),
+            out,
+        }
+    }
+
+    /// Sends `data` (whole packets now; a partial one waits for the next call) stamped
+    /// `when`. Returns (bytes sent, groups dropped).
+    pub(crate) fn forward(&mut self, data: &[u8], when: std::time::Instant) -> (u64, u64) {
+        use tokio::sync::mpsc::error::TrySendError;
+        self.packetizer.push(data, &mut self.groups);
+        self.groups.extend(self.packetizer.flush());
+        let (mut sent, mut dropped) = (0, 0);
+        for g in self.groups.drain(..) {
+            let n = g.len() as u64;
+            match self.out.try_send((when, g)) {
+                Ok(()) => sent += n,
+                Err(TrySendError::Full(_)) => dropped += 1,
+                // Shutting down.
+                Err(TrySendError::Closed(_)) => {}
+            }
+        }
+        (sent, dropped)
+    }
+}
+
 /// Initialises GStreamer once per process (later calls are cheap).
 pub fn init() -> Result<(), MediaError> {
     static INIT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
@@ -171,6 +209,26 @@ impl MediaControl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarder_sends_whole_packets_and_drops_when_full() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let mut f = TsForwarder::new(tx);
+        let now = std::time::Instant::now();
+        let mut ts = vec![0u8; 188 * 9];
+        for p in ts.chunks_mut(188) {
+            p[0] = 0x47;
+        }
+        // 8.5 packets: 7 + 1 go out, the half waits.
+        assert_eq!(f.forward(&ts[..188 * 8 + 94], now), (188 * 8, 0));
+        assert_eq!(rx.try_recv().unwrap().1.len(), 188 * 7);
+        assert_eq!(rx.try_recv().unwrap().1.len(), 188);
+        assert_eq!(f.forward(&ts[188 * 8 + 94..], now), (188, 0));
+        // Channel of 2 with one group in it: of the next two, the first fits.
+        assert_eq!(f.forward(&ts[..188 * 8], now), (188 * 7, 1));
+        drop(rx);
+        assert_eq!(f.forward(&ts[..188], now), (0, 0));
+    }
 
     #[test]
     fn video_bitrate_leaves_room_for_audio_and_mux() {

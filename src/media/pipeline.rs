@@ -26,9 +26,8 @@
 
 use super::capture::{add_chain, make, set_str, Capture};
 use super::encoder::{self, EncoderQuirks, GstRegistry};
-use super::{video_bitrate, MediaControl, MediaError};
+use super::{video_bitrate, MediaControl, MediaError, TsForwarder};
 use crate::config::{AudioCodec, AudioConfig, AudioSourceKind, PictureSize, VideoConfig};
-use crate::core::ts::Packetizer;
 use crate::edge::MediaSource;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -748,10 +747,8 @@ impl Runner {
                 gst::BusSyncReply::Drop
             });
         let shared = self.src.shared.clone();
-        let out = self.out.clone();
         let anchor = self.anchor;
-        let mut packetizer = Packetizer::default();
-        let mut groups = Vec::new();
+        let mut forward = TsForwarder::new(self.out.clone());
         enc.appsink.set_callbacks(
             AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
@@ -762,20 +759,9 @@ impl Runner {
                         return Ok(gst::FlowSuccess::Ok);
                     };
                     let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
-                    packetizer.push(map.as_slice(), &mut groups);
-                    groups.extend(packetizer.flush());
-                    for g in groups.drain(..) {
-                        let n = g.len() as u64;
-                        match out.try_send((when, g)) {
-                            Ok(()) => {
-                                shared.n.ts_bytes.fetch_add(n, Relaxed);
-                            }
-                            Err(mpsc::error::TrySendError::Full(_)) => {
-                                shared.n.groups_dropped.fetch_add(1, Relaxed);
-                            }
-                            Err(mpsc::error::TrySendError::Closed(_)) => {}
-                        }
-                    }
+                    let (sent, dropped) = forward.forward(map.as_slice(), when);
+                    shared.n.ts_bytes.fetch_add(sent, Relaxed);
+                    shared.n.groups_dropped.fetch_add(dropped, Relaxed);
                     Ok(gst::FlowSuccess::Ok)
                 })
                 .build(),

@@ -6,8 +6,7 @@
 //! connection is accepted. Capture time is ingest time.
 
 use super::capture::{add_chain, make};
-use super::{MediaControl, MediaError};
-use crate::core::ts::Packetizer;
+use super::{MediaControl, MediaError, TsForwarder};
 use crate::edge::MediaSource;
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -53,22 +52,16 @@ impl SrtSource {
         }
         let sink = AppSink::builder().sync(false).build();
         add_chain(&p, &[src, sink.clone().upcast()])?;
-        let out = out.clone();
-        let mut packetizer = Packetizer::default();
-        let mut groups = Vec::new();
+        let mut forward = TsForwarder::new(out.clone());
         sink.set_callbacks(
             AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
-                    let now = Instant::now();
                     if let Some(buf) = sample.buffer() {
                         let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
-                        packetizer.push(map.as_slice(), &mut groups);
-                        groups.extend(packetizer.flush());
-                    }
-                    for g in groups.drain(..) {
-                        if let Err(mpsc::error::TrySendError::Full(_)) = out.try_send((now, g)) {
-                            tracing::warn!("srt input: output full, group dropped");
+                        let (_, dropped) = forward.forward(map.as_slice(), Instant::now());
+                        if dropped > 0 {
+                            tracing::warn!("srt input: output full, {dropped} groups dropped");
                         }
                     }
                     Ok(gst::FlowSuccess::Ok)
