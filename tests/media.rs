@@ -391,22 +391,38 @@ async fn keyframe_on_demand() {
         run.set(|c| c.keyframe_requests += 1);
         run.collect(Duration::from_millis(700)).await;
     }
+    // A burst of requests: one keyframe now, one 250 ms later for the rest.
+    let burst = Instant::now();
+    for _ in 0..4 {
+        run.set(|c| c.keyframe_requests += 1);
+        run.collect(Duration::from_millis(20)).await;
+    }
+    run.collect(Duration::from_millis(700)).await;
     let vpid = video_pid(&run.bytes());
     let kf = keyframe_times(&run, vpid);
     let stats = run.probe.stats();
     run.stop().await;
-    assert_eq!(stats.keyframes_forced, 2, "{stats:?}");
+    let in_burst: Vec<Duration> = kf
+        .iter()
+        .filter(|&&t| t >= burst - Duration::from_millis(40))
+        .map(|&t| t.saturating_duration_since(burst))
+        .collect();
+    println!("burst of 4 requests: keyframes at {in_burst:?}");
+    assert_eq!(in_burst.len(), 2, "{in_burst:?}");
+    assert!(in_burst[1] > Duration::from_millis(200), "{in_burst:?}");
+    assert_eq!(stats.keyframes_forced, 4, "{stats:?}");
     for a in asked {
         let after = kf
             .iter()
+            .filter(|&&t| t < burst - Duration::from_millis(40))
             .find(|&&t| t >= a - Duration::from_millis(40))
             .map(|&t| t.saturating_duration_since(a));
         println!("keyframe {after:?} after the request");
         let after = after.expect("a keyframe after the request");
         assert!(after < Duration::from_millis(200), "{after:?}");
     }
-    // The first keyframe, then only the two asked for.
-    assert_eq!(kf.len(), 3, "{kf:?}");
+    // The first keyframe, then only the two asked for and the two of the burst.
+    assert_eq!(kf.len(), 5, "{kf:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -192,7 +192,9 @@ pub struct MediaControl {
     /// Picture-size rung: index into the configured ladder, 0 = the largest picture.
     pub rung: usize,
     /// Bumped by one for each keyframe requested (unrecoverable loss at the relay).
-    /// A source forces one keyframe when it sees the value change.
+    /// A source forces one keyframe when it sees the value change ([`GstSource`] at
+    /// most one per 250 ms: requests in between are answered by one keyframe when the
+    /// 250 ms are up).
     pub keyframe_requests: u64,
 }
 

@@ -50,6 +50,9 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 const STALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// First wait before rebuilding a failed encode pipeline; doubles up to [`MAX_BACKOFF`].
 const FIRST_ENCODE_BACKOFF: Duration = Duration::from_millis(500);
+/// Forced keyframes at most this often: a burst of requests (losses on several links
+/// at once) gets one keyframe now and one after the gap, not an IDR per request.
+const MIN_KEYFRAME_GAP: Duration = Duration::from_millis(250);
 /// Audio source buffer: 10 ms at 48 kHz (webrtcdsp works in 10 ms frames).
 const AUDIO_SAMPLES_PER_BUFFER: &str = "480";
 /// Limiter: above -0.9 dBFS the level rises 1/20 as fast (20:1, hard knee).
@@ -648,6 +651,9 @@ struct Runner {
     encode_backoff: Duration,
     control: Option<MediaControl>,
     applied_bps: u64,
+    /// A keyframe was asked for and not forced yet.
+    keyframe_wanted: bool,
+    last_forced: Option<Instant>,
 }
 
 impl MediaSource for GstSource {
@@ -727,6 +733,8 @@ impl Runner {
             encode_backoff: FIRST_ENCODE_BACKOFF,
             control: None,
             applied_bps: 0,
+            keyframe_wanted: false,
+            last_forced: None,
         };
         r.play_encode()?;
         Ok(r)
@@ -853,6 +861,7 @@ impl Runner {
         if self.encode_retry.is_some_and(|t| now >= t) {
             self.rebuild_encode(now);
         }
+        self.maybe_force_keyframe(now);
         let frame = self.frame_interval();
         // At a low frame rate the gap between two camera frames is not a loss.
         let stale_after = self.src.opts.stale_after.max(frame * 5 / 2);
@@ -1075,10 +1084,25 @@ impl Runner {
         }
         if let Some(p) = &prev {
             if p.keyframe_requests != c.keyframe_requests {
-                self.force_keyframe();
+                self.keyframe_wanted = true;
+                self.maybe_force_keyframe(Instant::now());
             }
         }
         self.apply_bitrate();
+    }
+
+    /// Forces the keyframe asked for, unless one was forced less than
+    /// [`MIN_KEYFRAME_GAP`] ago: then the tick forces it when the gap has passed (one
+    /// keyframe answers every request made meanwhile).
+    fn maybe_force_keyframe(&mut self, now: Instant) {
+        let recent = self
+            .last_forced
+            .is_some_and(|t| now.saturating_duration_since(t) < MIN_KEYFRAME_GAP);
+        if self.keyframe_wanted && !recent {
+            self.keyframe_wanted = false;
+            self.last_forced = Some(now);
+            self.force_keyframe();
+        }
     }
 
     fn force_keyframe(&mut self) {
