@@ -362,7 +362,11 @@ impl GstSource {
                 .filter_map(|e| e.factory().map(|f| f.name().to_string()))
                 .collect();
         }
-        let slate = render_slate(video)?;
+        let slate = render_slate(video).unwrap_or_else(|e| {
+            // Text needs pango and a font; a black picture still keeps the stream going.
+            tracing::warn!("{e}; the slate will be black");
+            black_frame(video.size)
+        });
         tracing::info!(
             encoder = quirks.factory,
             capture = %capture.describe(),
@@ -607,6 +611,18 @@ fn render_slate(video: &VideoConfig) -> Result<gst::Buffer, MediaError> {
     sample
         .and_then(|s| s.buffer_owned())
         .ok_or_else(|| MediaError::Gst("could not render the NO SIGNAL slate".into()))
+}
+
+/// A black I420 picture (Y 16, U and V 128) without GStreamer's help, laid out as
+/// GStreamer lays out I420: rows padded to 4 bytes, chroma at half size rounded up.
+fn black_frame(size: PictureSize) -> gst::Buffer {
+    let pad4 = |n: usize| (n + 3) & !3;
+    let (w, h) = (size.width as usize, size.height as usize);
+    let luma = pad4(w) * h;
+    let chroma = pad4(w.div_ceil(2)) * h.div_ceil(2);
+    let mut data = vec![16u8; luma];
+    data.resize(luma + 2 * chroma, 128);
+    gst::Buffer::from_mut_slice(data)
 }
 
 enum Event {
@@ -1139,5 +1155,53 @@ impl Runner {
         self.applied_bps = bps;
         self.src.shared.n.video_bps.store(bps, Relaxed);
         tracing::debug!(video_bps = bps, "encoder bitrate");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slate_is_a_whole_i420_picture() {
+        super::super::init().unwrap();
+        let v = VideoConfig {
+            size: PictureSize {
+                width: 320,
+                height: 180,
+            },
+            ..VideoConfig::default()
+        };
+        let slate = render_slate(&v).unwrap();
+        assert_eq!(slate.size(), 320 * 180 * 3 / 2);
+        // Black with white text: mostly Y 16, some bright pixels.
+        let map = slate.map_readable().unwrap();
+        let luma = &map[..320 * 180];
+        let bright = luma.iter().filter(|&&y| y > 200).count();
+        assert!(
+            bright > 100,
+            "no text on the slate ({bright} bright pixels)"
+        );
+        assert!(luma.iter().filter(|&&y| y == 16).count() > luma.len() / 2);
+        let black = black_frame(v.size);
+        assert_eq!(black.size(), slate.size());
+        // Padded rows, as videotestsrc makes them.
+        let odd = PictureSize {
+            width: 1366,
+            height: 768,
+        };
+        assert_eq!(black_frame(odd).size(), 1368 * 768 + 2 * 684 * 384);
+    }
+
+    #[test]
+    fn clock_times_map_to_instants() {
+        let anchor = ClockAnchor {
+            instant: Instant::now(),
+            clock: gst::ClockTime::from_seconds(10),
+        };
+        let later = anchor.instant(gst::ClockTime::from_mseconds(10_250));
+        assert_eq!(later - anchor.instant, Duration::from_millis(250));
+        let earlier = anchor.instant(gst::ClockTime::from_mseconds(9_900));
+        assert_eq!(anchor.instant - earlier, Duration::from_millis(100));
     }
 }
