@@ -741,3 +741,56 @@ async fn opus_audio_is_muxed() {
     let packets = ts.chunks_exact(TS).filter(|p| pid(p) == *apid).count();
     assert!(packets > 30, "{packets} Opus packets");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_device_loss_sends_silence_then_retries() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut run = Run::start(
+        video(SMALL, 1000),
+        plain_audio(),
+        TestPattern::Ball,
+        Options {
+            audio_retry: Duration::from_millis(1500),
+            ..Options::default()
+        },
+    );
+    run.collect(Duration::from_millis(1000)).await;
+    let broken = Instant::now();
+    run.probe.break_audio();
+    run.collect(Duration::from_millis(1200)).await;
+    let silenced = run.probe.stats();
+    // Retried 1.5 s after the failure (plus the 0.5 s rebuild backoff).
+    run.collect(Duration::from_millis(1500)).await;
+    let after = run.probe.stats();
+    let ts = run.bytes();
+    let apid = pmt_streams(&ts)
+        .into_iter()
+        .find(|(_, t)| *t == STREAM_AAC_ADTS)
+        .expect("an AAC stream")
+        .0;
+    let audio_while_silent = run
+        .log
+        .iter()
+        .filter(|g| g.arrived > broken + Duration::from_millis(800))
+        .filter(|g| g.arrived < broken + Duration::from_millis(1200))
+        .flat_map(|g| g.data.chunks_exact(TS))
+        .filter(|p| pid(p) == apid)
+        .count();
+    let resumed = run
+        .log
+        .iter()
+        .find(|g| g.arrived > broken + Duration::from_millis(100))
+        .map(|g| g.arrived - broken);
+    run.stop().await;
+    println!(
+        "audio loss: output again after {resumed:?}; {audio_while_silent} audio packets \
+         while silent; silenced {silenced:?}; after retry {after:?}"
+    );
+    assert!(silenced.audio_silenced, "{silenced:?}");
+    assert_eq!((silenced.errors, silenced.encoder_restarts), (1, 1));
+    assert!(audio_while_silent > 5, "no audio stream while silent");
+    let resumed = resumed.expect("output resumed");
+    assert!(resumed < Duration::from_millis(1500), "{resumed:?}");
+    assert!(!after.audio_silenced, "{after:?}");
+    assert_eq!((after.errors, after.encoder_restarts), (1, 2), "{after:?}");
+}

@@ -50,6 +50,9 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
 const STALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// First wait before rebuilding a failed encode pipeline; doubles up to [`MAX_BACKOFF`].
 const FIRST_ENCODE_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest wait between tries of a failed audio device (each try restarts the encode
+/// pipeline: a short glitch, so not often).
+const MAX_AUDIO_BACKOFF: Duration = Duration::from_secs(600);
 /// Forced keyframes at most this often: a burst of requests (losses on several links
 /// at once) gets one keyframe now and one after the gap, not an IDR per request.
 const MIN_KEYFRAME_GAP: Duration = Duration::from_millis(250);
@@ -67,6 +70,9 @@ pub struct Options {
     /// With `audio.source = test`: this many test tones mixed through `audiomixer`
     /// (exercises the two-device path without ALSA hardware). 0 or 1: one tone.
     pub test_tones: usize,
+    /// After the audio sources failed: how long silence is sent before they are
+    /// tried again (doubling after each failed try, up to 10 minutes).
+    pub audio_retry: Duration,
 }
 
 impl Default for Options {
@@ -74,6 +80,7 @@ impl Default for Options {
         Options {
             stale_after: Duration::from_millis(100),
             test_tones: 1,
+            audio_retry: Duration::from_secs(30),
         }
     }
 }
@@ -99,6 +106,8 @@ pub struct MediaStats {
     pub keyframes_forced: u64,
     /// Times the encode pipeline was rebuilt after an error.
     pub encoder_restarts: u64,
+    /// The audio sources failed; silence is sent until they are tried again.
+    pub audio_silenced: bool,
     /// TS bytes handed to `out`.
     pub ts_bytes: u64,
     /// TS groups dropped because `out` was full.
@@ -120,6 +129,7 @@ struct Counters {
     rung: AtomicU64,
     keyframes_forced: AtomicU64,
     encoder_restarts: AtomicU64,
+    audio_silenced: AtomicBool,
     ts_bytes: AtomicU64,
     groups_dropped: AtomicU64,
     errors: AtomicU64,
@@ -136,6 +146,8 @@ struct Shared {
     capture_element: Mutex<Option<gst::Element>>,
     /// The video encoder in use (the same, for the encode pipeline).
     encode_element: Mutex<Option<gst::Element>>,
+    /// The first audio source in use (the same, for the audio chain).
+    audio_element: Mutex<Option<gst::Element>>,
     /// Factory names of the encode pipeline's elements.
     elements: Mutex<Vec<String>>,
 }
@@ -168,6 +180,7 @@ impl MediaProbe {
             rung: n.rung.load(Relaxed) as usize,
             keyframes_forced: n.keyframes_forced.load(Relaxed),
             encoder_restarts: n.encoder_restarts.load(Relaxed),
+            audio_silenced: n.audio_silenced.load(Relaxed),
             ts_bytes: n.ts_bytes.load(Relaxed),
             groups_dropped: n.groups_dropped.load(Relaxed),
             errors: n.errors.load(Relaxed),
@@ -204,6 +217,19 @@ impl MediaProbe {
         let element = self.0.encode_element.lock().ok().and_then(|e| e.clone());
         if let Some(e) = element {
             gst::element_error!(e, gst::StreamError::Encode, ["encoder failed (simulated)"]);
+        }
+    }
+
+    /// Simulates a microphone unplugged: the first audio source posts the read error
+    /// `alsasrc` would.
+    pub fn break_audio(&self) {
+        let element = self.0.audio_element.lock().ok().and_then(|e| e.clone());
+        if let Some(e) = element {
+            gst::element_error!(
+                e,
+                gst::ResourceError::Read,
+                ["audio device gone (simulated)"]
+            );
         }
     }
 
@@ -352,7 +378,7 @@ impl GstSource {
         let quirks = encoder::select(&video.encoder, &GstRegistry)?;
         let gop = encoder::gop_frames(video.fps, video.keyframe_interval);
         let shared = Arc::new(Shared::default());
-        let encode = build_encode(video, audio, quirks, gop, &opts)?;
+        let encode = build_encode(video, audio, quirks, gop, &opts, false)?;
         if let Ok(mut e) = shared.elements.lock() {
             *e = encode
                 .pipeline
@@ -402,6 +428,7 @@ fn build_encode(
     q: &EncoderQuirks,
     gop: u32,
     opts: &Options,
+    silent_audio: bool,
 ) -> Result<Encode, MediaError> {
     let pipeline = gst::Pipeline::with_name("braid-encode");
     pipeline.use_clock(Some(&gst::SystemClock::obtain()));
@@ -444,7 +471,7 @@ fn build_encode(
     video_chain[video_chain.len() - 1].link(&mux)?;
 
     if audio.enabled {
-        let last = build_audio(&pipeline, audio, opts)?;
+        let last = build_audio(&pipeline, audio, opts, silent_audio)?;
         last.link(&mux)?;
     }
     Ok(Encode {
@@ -456,14 +483,27 @@ fn build_encode(
     })
 }
 
-/// Adds the audio chain; returns its last element (to link to the mux).
+/// Name prefix of the audio source elements (their errors silence the audio).
+const AUDIO_SOURCE_NAME: &str = "braid-audio-src";
+
+/// Adds the audio chain; returns its last element (to link to the mux). `silent`:
+/// one silent source instead of the configured ones (after they failed).
 fn build_audio(
     pipeline: &gst::Pipeline,
     audio: &AudioConfig,
     opts: &Options,
+    silent: bool,
 ) -> Result<gst::Element, MediaError> {
     let mut sources = Vec::new();
     match audio.source {
+        _ if silent => sources.push(make(
+            "audiotestsrc",
+            &[
+                ("is-live", "true"),
+                ("samplesperbuffer", AUDIO_SAMPLES_PER_BUFFER),
+                ("wave", "silence"),
+            ],
+        )?),
         AudioSourceKind::Test => {
             for i in 0..opts.test_tones.max(1) {
                 let freq = (440 * (i + 1)).to_string();
@@ -495,7 +535,8 @@ fn build_audio(
     }
     let fixed = "audio/x-raw,rate=48000,channels=2";
     let mut inputs = Vec::new();
-    for src in sources {
+    for (i, src) in sources.into_iter().enumerate() {
+        src.set_property("name", format!("{AUDIO_SOURCE_NAME}-{i}"));
         let chain = [
             src,
             make("audioconvert", &[])?,
@@ -670,6 +711,13 @@ struct Runner {
     /// A keyframe was asked for and not forced yet.
     keyframe_wanted: bool,
     last_forced: Option<Instant>,
+    /// When the encode pipeline last started (a long run resets its backoff).
+    encode_started: Instant,
+    /// The audio sources failed: the encode pipeline has a silent one instead
+    /// until `audio_retry_at`.
+    audio_silent: bool,
+    audio_retry_at: Option<Instant>,
+    audio_backoff: Duration,
 }
 
 impl MediaSource for GstSource {
@@ -733,6 +781,7 @@ impl Runner {
             last_camera: None,
         }));
         let now = Instant::now();
+        let src_audio_retry = src.opts.audio_retry;
         let mut r = Runner {
             src,
             feeder,
@@ -751,6 +800,10 @@ impl Runner {
             applied_bps: 0,
             keyframe_wanted: false,
             last_forced: None,
+            encode_started: now,
+            audio_silent: false,
+            audio_retry_at: None,
+            audio_backoff: src_audio_retry,
         };
         r.play_encode()?;
         Ok(r)
@@ -797,7 +850,11 @@ impl Runner {
         if let Ok(mut e) = self.src.shared.encode_element.lock() {
             *e = Some(enc.encoder.clone());
         }
+        if let Ok(mut e) = self.src.shared.audio_element.lock() {
+            *e = enc.pipeline.by_name(&format!("{AUDIO_SOURCE_NAME}-0"));
+        }
         enc.pipeline.set_state(gst::State::Playing)?;
+        self.encode_started = Instant::now();
         // The new pipeline starts at rung 0 with the floor bitrate: re-apply the wishes.
         self.src.shared.n.rung.store(0, Relaxed);
         self.applied_bps = 0;
@@ -812,8 +869,16 @@ impl Runner {
     /// The encode pipeline failed: it is stopped now and rebuilt after a backoff.
     fn encode_failed(&mut self, why: String, now: Instant) {
         self.src.shared.error(why);
+        self.stop_encode(now);
+    }
+
+    /// Stops the encode pipeline and schedules its rebuild.
+    fn stop_encode(&mut self, now: Instant) {
         if self.encode_retry.is_some() {
             return;
+        }
+        if now.saturating_duration_since(self.encode_started) > PROVEN_GOOD {
+            self.encode_backoff = FIRST_ENCODE_BACKOFF;
         }
         let _ = self.src.encode.pipeline.set_state(gst::State::Null);
         tracing::warn!(
@@ -827,7 +892,14 @@ impl Runner {
     fn rebuild_encode(&mut self, now: Instant) {
         self.encode_retry = None;
         let s = &self.src;
-        let rebuilt = build_encode(&s.video, &s.audio, s.quirks, s.gop, &s.opts);
+        let rebuilt = build_encode(
+            &s.video,
+            &s.audio,
+            s.quirks,
+            s.gop,
+            &s.opts,
+            self.audio_silent,
+        );
         match rebuilt {
             Ok(encode) => {
                 self.src.encode = encode;
@@ -878,6 +950,13 @@ impl Runner {
             self.rebuild_encode(now);
         }
         self.maybe_force_keyframe(now);
+        if self.audio_retry_at.is_some_and(|t| now >= t) {
+            tracing::info!("trying the audio source again");
+            self.audio_retry_at = None;
+            self.audio_silent = false;
+            self.src.shared.n.audio_silenced.store(false, Relaxed);
+            self.stop_encode(now);
+        }
         let frame = self.frame_interval();
         // At a low frame rate the gap between two camera frames is not a loss.
         let stale_after = self.src.opts.stale_after.max(frame * 5 / 2);
@@ -1069,7 +1148,20 @@ impl Runner {
             MessageView::Error(e) => {
                 let from = m.src().map(|s| s.name().to_string()).unwrap_or_default();
                 let why = format!("{from}: {} ({:?})", e.error(), e.debug());
-                self.encode_failed(why, Instant::now());
+                let now = Instant::now();
+                if from.starts_with(AUDIO_SOURCE_NAME) && !self.audio_silent {
+                    // A microphone gone must not take the picture with it: silence
+                    // until the device is tried again.
+                    tracing::warn!(
+                        retry_in_s = self.audio_backoff.as_secs(),
+                        "audio source failed; sending silence"
+                    );
+                    self.audio_silent = true;
+                    self.src.shared.n.audio_silenced.store(true, Relaxed);
+                    self.audio_retry_at = Some(now + self.audio_backoff);
+                    self.audio_backoff = (self.audio_backoff * 2).min(MAX_AUDIO_BACKOFF);
+                }
+                self.encode_failed(why, now);
             }
             MessageView::Eos(_) => self.encode_failed("end of stream".into(), Instant::now()),
             MessageView::Warning(w) => {
