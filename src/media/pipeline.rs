@@ -14,9 +14,11 @@
 //! while PLAYING (encoder bitrate from the quirks table, the rung capsfilter's caps,
 //! force-key-unit events), watches both buses, feeds the "NO SIGNAL" slate whenever
 //! no camera frame arrived for [`Options::stale_after`], and reopens the camera with
-//! backoff. An error in the encode pipeline (an encoder or audio device gone) is
-//! logged, counted, and the encode pipeline is rebuilt with backoff. Nothing here runs on the tokio runtime: the appsink callback hands TS
-//! groups over with `try_send` (a full channel drops the group and counts it).
+//! backoff. An error in the encode pipeline (an encoder gone) is logged, counted,
+//! and the encode pipeline is rebuilt with backoff; when the error came from an audio
+//! source, the rebuilt pipeline sends silence until the source is tried again.
+//! Nothing here runs on the tokio runtime: the appsink callback hands TS groups over
+//! with `try_send` (a full channel drops the group and counts it).
 //!
 //! Capture times: every pipeline runs on the monotonic GStreamer system clock, and
 //! one anchor pair (`Instant::now()`, `clock.time()`) sampled at start maps clock
@@ -162,8 +164,8 @@ impl Shared {
     }
 }
 
-/// Observes a [`GstSource`] (and, for tests, unplugs its camera). Cheap to clone;
-/// stays valid after the source is spawned.
+/// Observes a [`GstSource`] (and, for tests, breaks its camera, encoder or audio
+/// source). Cheap to clone; stays valid after the source is spawned.
 #[derive(Clone)]
 pub struct MediaProbe(Arc<Shared>);
 
@@ -416,7 +418,7 @@ impl GstSource {
         self.quirks.factory
     }
 
-    /// Counters and the camera test hook; valid after `spawn`.
+    /// Counters and the failure hooks (camera, encoder, audio); valid after `spawn`.
     pub fn probe(&self) -> MediaProbe {
         MediaProbe(self.shared.clone())
     }
