@@ -794,3 +794,112 @@ async fn audio_device_loss_sends_silence_then_retries() {
     assert!(!after.audio_silenced, "{after:?}");
     assert_eq!((after.errors, after.encoder_restarts), (1, 2), "{after:?}");
 }
+
+/// A camera that can only be opened the second way (like a UVC camera that gives
+/// the configured size only as MJPEG): the first way fails to negotiate.
+struct SecondWayCamera {
+    tried: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl braid::media::Capture for SecondWayCamera {
+    fn variants(&self) -> usize {
+        2
+    }
+
+    fn add_source(
+        &self,
+        pipeline: &gstreamer::Pipeline,
+        variant: usize,
+    ) -> Result<gstreamer::Element, braid::media::MediaError> {
+        use gstreamer::prelude::*;
+        self.tried.lock().unwrap().push(variant);
+        let gst_err = |e: gstreamer::glib::BoolError| braid::media::MediaError::Gst(e.to_string());
+        let src = gstreamer::ElementFactory::make("videotestsrc")
+            .property("is-live", true)
+            .build()
+            .map_err(gst_err)?;
+        // Variant 0 fails at run time, on its first frame (as a camera that
+        // accepted the caps at link time and then could not deliver them).
+        let next = if variant == 0 {
+            gstreamer::ElementFactory::make("identity")
+                .property("error-after", 1i32)
+                .build()
+        } else {
+            gstreamer::ElementFactory::make("capsfilter")
+                .property(
+                    "caps",
+                    "video/x-raw,width=320,height=240"
+                        .parse::<gstreamer::Caps>()
+                        .map_err(gst_err)?,
+                )
+                .build()
+        }
+        .map_err(gst_err)?;
+        pipeline.add_many([&src, &next]).map_err(gst_err)?;
+        src.link(&next).map_err(gst_err)?;
+        Ok(next)
+    }
+
+    fn describe(&self) -> String {
+        "second-way camera".into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_caps_fallback_takes_the_next_way() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let tried = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let camera = SecondWayCamera {
+        tried: tried.clone(),
+    };
+    let mut run = Run::with_capture(
+        video(SMALL, 1000),
+        plain_audio(),
+        Box::new(camera),
+        Options::default(),
+    );
+    run.collect(Duration::from_millis(1500)).await;
+    let stats = run.probe.stats();
+    run.stop().await;
+    let tried = tried.lock().unwrap().clone();
+    println!("caps fallback: tried {tried:?}; {stats:?}");
+    assert_eq!(tried, [0, 1]);
+    assert!(stats.camera_up && stats.camera_frames > 20, "{stats:?}");
+    // Falling back to the next way is not a camera failure.
+    assert_eq!(stats.camera_failures, 0, "{stats:?}");
+}
+
+/// A camera whose code panics when opened.
+struct PanickingCamera;
+
+impl braid::media::Capture for PanickingCamera {
+    fn add_source(
+        &self,
+        _pipeline: &gstreamer::Pipeline,
+        _variant: usize,
+    ) -> Result<gstreamer::Element, braid::media::MediaError> {
+        panic!("camera driver bug (simulated)");
+    }
+
+    fn describe(&self) -> String {
+        "panicking camera".into()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_camera_is_a_failed_camera() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut run = Run::with_capture(
+        video(SMALL, 1000),
+        plain_audio(),
+        Box::new(PanickingCamera),
+        Options::default(),
+    );
+    run.collect(Duration::from_millis(1000)).await;
+    let stats = run.probe.stats();
+    let gap = run.worst_gap();
+    run.stop().await;
+    assert!(stats.camera_failures >= 2, "{stats:?}");
+    assert!(stats.slate_frames > 20, "{stats:?}");
+    assert!(gap < Duration::from_millis(200), "{gap:?}");
+}

@@ -1026,7 +1026,12 @@ impl Runner {
         }
         let p = gst::Pipeline::with_name(&format!("braid-capture-{}", self.generation));
         p.use_clock(Some(&self.clock));
-        let last = self.src.capture.add_source(&p, variant)?;
+        // A capture implementation that panics is a failed camera, not a dead stream.
+        let capture = &self.src.capture;
+        let last = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            capture.add_source(&p, variant)
+        }))
+        .map_err(|_| MediaError::Capture(format!("{} panicked", capture.describe())))??;
         let sink = AppSink::builder()
             .sync(false)
             .max_buffers(1)
