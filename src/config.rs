@@ -1709,6 +1709,9 @@ address = "127.0.0.1:6010"
         assert!(c.links[0].enabled && c.links[1].enabled && !c.links[2].enabled);
         assert_eq!(c.stats_listen, Some("127.0.0.1:8081".parse().unwrap()));
         assert_eq!(c.scheduler.duplicate_budget, 0.02);
+        // The example spells out the defaults.
+        assert_eq!(c.video, VideoConfig::default());
+        assert_eq!(c.audio, AudioConfig::default());
     }
 
     #[test]
