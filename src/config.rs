@@ -39,6 +39,48 @@ pub const DEFAULT_INPUT_LISTEN: SocketAddr =
 pub const DEFAULT_TEST_RATE_KBPS: i64 = 5000;
 /// Allowed range of `input.rate_kbps`.
 pub const TEST_RATE_KBPS_RANGE: RangeInclusive<i64> = 100..=100_000;
+/// Default V4L2 capture device of the edge `v4l2` input.
+pub const DEFAULT_V4L2_DEVICE: &str = "/dev/video0";
+/// Default SRT listen address of the edge `srt` input (all interfaces: the external
+/// encoder is usually another box on the LAN).
+pub const DEFAULT_SRT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 9000));
+/// Allowed length of an SRT passphrase, input or output (libsrt `SRTO_PASSPHRASE`:
+/// 10 to 79 characters).
+pub const SRT_PASSPHRASE_LEN: RangeInclusive<usize> = 10..=79;
+/// Default picture size and frame rate of the encoded video.
+pub const DEFAULT_VIDEO_SIZE: PictureSize = PictureSize {
+    width: 1280,
+    height: 720,
+};
+/// Default frame rate of the encoded video.
+pub const DEFAULT_FPS: u32 = 30;
+/// Allowed range of `video.width`.
+pub const WIDTH_RANGE: RangeInclusive<i64> = 64..=7680;
+/// Allowed range of `video.height`.
+pub const HEIGHT_RANGE: RangeInclusive<i64> = 64..=4320;
+/// Allowed range of `video.fps`.
+pub const FPS_RANGE: RangeInclusive<i64> = 1..=120;
+/// Default keyframe interval in milliseconds.
+pub const DEFAULT_KEYFRAME_INTERVAL_MS: i64 = 1000;
+/// Allowed range of `video.keyframe_interval_ms`.
+pub const KEYFRAME_INTERVAL_MS_RANGE: RangeInclusive<i64> = 100..=10_000;
+/// Default floor of the video encoder bitrate, in kbit/s.
+pub const DEFAULT_MIN_KBPS: i64 = 500;
+/// Default ceiling of the video encoder bitrate, in kbit/s.
+pub const DEFAULT_MAX_KBPS: i64 = 12_000;
+/// Allowed range of `video.min_kbps` and `video.max_kbps`.
+pub const VIDEO_KBPS_RANGE: RangeInclusive<i64> = 100..=100_000;
+/// Most rungs a `video.ladder` may have.
+pub const MAX_LADDER_RUNGS: usize = 8;
+/// Default audio bitrate in kbit/s.
+pub const DEFAULT_AUDIO_KBPS: i64 = 128;
+/// Allowed range of `audio.bitrate_kbps`.
+pub const AUDIO_KBPS_RANGE: RangeInclusive<i64> = 16..=512;
+/// Default ALSA capture device.
+pub const DEFAULT_ALSA_DEVICE: &str = "default";
+/// Most ALSA devices `audio.devices` may list (two hosts, mixed).
+pub const MAX_AUDIO_DEVICES: usize = 2;
 /// Maximum number of `[[link]]` entries in `edge.toml`.
 pub const MAX_LINKS: usize = 8;
 /// Default listen address of the edge stats HTTP endpoint.
@@ -378,6 +420,10 @@ pub struct EdgeConfig {
     pub stats_listen: Option<SocketAddr>,
     /// `[scheduler]`: tuning knobs, all defaulted.
     pub scheduler: SchedulerTuning,
+    /// `[video]`: encoder, picture size, bitrate bounds (inputs `v4l2` and `pattern`).
+    pub video: VideoConfig,
+    /// `[audio]`: sound source, processing and codec (inputs `v4l2` and `pattern`).
+    pub audio: AudioConfig,
 }
 
 /// `[device]` of `edge.toml`.
@@ -483,6 +529,204 @@ pub enum InputConfig {
         /// Bits per second (`rate_kbps * 1000`), 100 kbit/s..=100 Mbit/s.
         rate_bps: u64,
     },
+    /// Camera (or HDMI capture card) through Video4Linux2, encoded here.
+    V4l2 {
+        /// Default `/dev/video0`.
+        device: PathBuf,
+    },
+    /// Built-in test signal (test pattern with a running clock, test tone), encoded here.
+    Pattern {
+        /// Default [`TestPattern::Smpte`].
+        pattern: TestPattern,
+    },
+    /// MPEG-TS from an external encoder over SRT (this box listens), passed through.
+    Srt {
+        /// Default `0.0.0.0:9000`.
+        listen: SocketAddr,
+        /// SRT encryption passphrase, 10..=79 characters. Default none (no encryption).
+        passphrase: Option<String>,
+    },
+}
+
+/// Picture of the built-in test signal (`input.pattern`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestPattern {
+    /// Colour bars: cheap to encode.
+    Smpte,
+    /// A moving ball: some motion.
+    Ball,
+    /// Random noise: uses every bit it is given (rate tests).
+    Snow,
+}
+
+impl TestPattern {
+    /// The `videotestsrc` `pattern` nick.
+    pub fn nick(self) -> &'static str {
+        match self {
+            TestPattern::Smpte => "smpte",
+            TestPattern::Ball => "ball",
+            TestPattern::Snow => "snow",
+        }
+    }
+}
+
+/// A picture size in pixels (both even, for 4:2:0 video).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PictureSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl fmt::Display for PictureSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+impl FromStr for PictureSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("expected WIDTHxHEIGHT (e.g. \"1280x720\"), got {s:?}");
+        let (w, h) = s.split_once('x').ok_or_else(bad)?;
+        let width: u32 = w.parse().map_err(|_| bad())?;
+        let height: u32 = h.parse().map_err(|_| bad())?;
+        if !WIDTH_RANGE.contains(&i64::from(width)) || !HEIGHT_RANGE.contains(&i64::from(height)) {
+            return Err(format!(
+                "size {s:?} out of range ({}..={} x {}..={})",
+                WIDTH_RANGE.start(),
+                WIDTH_RANGE.end(),
+                HEIGHT_RANGE.start(),
+                HEIGHT_RANGE.end()
+            ));
+        }
+        if width % 2 != 0 || height % 2 != 0 {
+            return Err(format!("width and height must be even, got {s:?}"));
+        }
+        Ok(PictureSize { width, height })
+    }
+}
+
+impl PictureSize {
+    /// `self` scaled by `num/den`, rounded down to even numbers.
+    fn scaled(self, num: u32, den: u32) -> PictureSize {
+        PictureSize {
+            width: (self.width * num / den) & !1,
+            height: (self.height * num / den) & !1,
+        }
+    }
+}
+
+/// Which video encoder to use (`video.encoder`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncoderChoice {
+    /// The first one present of the hardware encoders, then `x264enc`
+    /// (order in [`crate::media::encoder`]).
+    Auto,
+    /// This GStreamer element factory; an error at start if it is not installed.
+    Named(String),
+}
+
+/// `[video]` of `edge.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoConfig {
+    /// Default [`EncoderChoice::Auto`].
+    pub encoder: EncoderChoice,
+    /// Largest encoded picture (what the camera is asked for). Default 1280x720.
+    pub size: PictureSize,
+    /// Frames per second, 1..=120. Default 30.
+    pub fps: u32,
+    /// Time between keyframes, 100 ms..=10 s. Default 1 s.
+    pub keyframe_interval: Duration,
+    /// Video encoder bitrate floor in bit/s. Default 500 kbit/s.
+    pub min_bps: u64,
+    /// Video encoder bitrate ceiling in bit/s. Default 12 Mbit/s.
+    pub max_bps: u64,
+    /// Picture sizes from largest (rung 0) to smallest, none larger than `size`.
+    /// Default: `size`, 3/4 of it, 1/2 of it.
+    pub ladder: Vec<PictureSize>,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        VideoConfig {
+            encoder: EncoderChoice::Auto,
+            size: DEFAULT_VIDEO_SIZE,
+            fps: DEFAULT_FPS,
+            keyframe_interval: Duration::from_millis(DEFAULT_KEYFRAME_INTERVAL_MS as u64),
+            min_bps: DEFAULT_MIN_KBPS as u64 * 1000,
+            max_bps: DEFAULT_MAX_KBPS as u64 * 1000,
+            ladder: default_ladder(DEFAULT_VIDEO_SIZE),
+        }
+    }
+}
+
+/// The ladder used when `video.ladder` is not given: full, 3/4 and 1/2 size.
+pub fn default_ladder(size: PictureSize) -> Vec<PictureSize> {
+    let mut l = vec![size];
+    for (n, d) in [(3, 4), (1, 2)] {
+        let s = size.scaled(n, d);
+        if s.width >= *WIDTH_RANGE.start() as u32 && s.height >= *HEIGHT_RANGE.start() as u32 {
+            l.push(s);
+        }
+    }
+    l
+}
+
+/// Where the sound comes from (`audio.source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioSourceKind {
+    /// A test tone (`audiotestsrc`).
+    Test,
+    /// One or two ALSA capture devices (`alsasrc`), mixed.
+    Alsa,
+}
+
+/// Audio codec (`audio.codec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioCodec {
+    Aac,
+    Opus,
+}
+
+/// `[audio]` of `edge.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioConfig {
+    /// Send audio at all. Default true.
+    pub enabled: bool,
+    /// Default [`AudioSourceKind::Test`].
+    pub source: AudioSourceKind,
+    /// ALSA devices for `source = alsa`, 1 or 2 (mixed). Default `["default"]`;
+    /// empty for `source = test`.
+    pub devices: Vec<String>,
+    /// WebRTC noise suppression. Default true.
+    pub noise_suppression: bool,
+    /// WebRTC automatic gain control. Default true.
+    pub gain_control: bool,
+    /// Hard limiter before the encoder. Default true.
+    pub limiter: bool,
+    /// Default [`AudioCodec::Aac`].
+    pub codec: AudioCodec,
+    /// Encoder bitrate in bit/s. Default 128 kbit/s.
+    pub bitrate_bps: u64,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        AudioConfig {
+            enabled: true,
+            source: AudioSourceKind::Test,
+            devices: Vec::new(),
+            noise_suppression: true,
+            gain_control: true,
+            limiter: true,
+            codec: AudioCodec::Aac,
+            bitrate_bps: DEFAULT_AUDIO_KBPS as u64 * 1000,
+        }
+    }
 }
 
 /// One `[[link]]` of `edge.toml`.
@@ -576,8 +820,6 @@ pub enum OutputConfig {
 pub const DEFAULT_SRT_LATENCY: Duration = Duration::from_millis(120);
 /// Allowed range of an `srt` output's `latency_ms`.
 pub const SRT_LATENCY_MS_RANGE: RangeInclusive<i64> = 20..=8000;
-/// SRT passphrase length limits (libsrt `SRTO_PASSPHRASE`: 10 to 79 characters).
-pub const SRT_PASSPHRASE_LEN: RangeInclusive<usize> = 10..=79;
 /// SRT stream id limit (libsrt `SRTO_STREAMID`: at most 512 bytes).
 pub const SRT_STREAMID_MAX: usize = 512;
 /// Default segment length of a `file` output.
@@ -804,6 +1046,10 @@ struct RawEdge {
     stats: Option<RawEdgeStats>,
     #[serde(default)]
     scheduler: Option<RawScheduler>,
+    #[serde(default)]
+    video: Option<Spanned<RawVideo>>,
+    #[serde(default)]
+    audio: Option<Spanned<RawAudio>>,
 }
 
 #[derive(Deserialize)]
@@ -829,6 +1075,9 @@ struct RawRelayTarget {
 enum RawInputKind {
     Udp,
     Test,
+    V4l2,
+    Pattern,
+    Srt,
 }
 
 #[derive(Deserialize)]
@@ -837,6 +1086,35 @@ struct RawInput {
     kind: Option<RawInputKind>,
     listen: Option<Spanned<String>>,
     rate_kbps: Option<Spanned<i64>>,
+    device: Option<Spanned<String>>,
+    pattern: Option<Spanned<TestPattern>>,
+    passphrase: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVideo {
+    encoder: Option<Spanned<String>>,
+    width: Option<Spanned<i64>>,
+    height: Option<Spanned<i64>>,
+    fps: Option<Spanned<i64>>,
+    keyframe_interval_ms: Option<Spanned<i64>>,
+    min_kbps: Option<Spanned<i64>>,
+    max_kbps: Option<Spanned<i64>>,
+    ladder: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudio {
+    enabled: Option<bool>,
+    source: Option<AudioSourceKind>,
+    devices: Option<Spanned<Vec<Spanned<String>>>>,
+    noise_suppression: Option<bool>,
+    gain_control: Option<bool>,
+    limiter: Option<bool>,
+    codec: Option<AudioCodec>,
+    bitrate_kbps: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -976,6 +1254,8 @@ pub fn parse_edge(text: &str, path_for_messages: &Path) -> Result<EdgeConfig, Co
 
     let relay = edge_relay(&ctx, &raw.relay)?;
     let input = edge_input(&ctx, raw.input.as_ref())?;
+    let video = edge_video(&ctx, raw.video.as_ref())?;
+    let audio = edge_audio(&ctx, raw.audio.as_ref())?;
     let links = edge_links(&ctx, &raw.link)?;
 
     let stats_listen = match &raw.stats {
@@ -1014,6 +1294,8 @@ pub fn parse_edge(text: &str, path_for_messages: &Path) -> Result<EdgeConfig, Co
         links,
         stats_listen,
         scheduler,
+        video,
+        audio,
     })
 }
 
@@ -1067,42 +1349,325 @@ fn edge_relay(ctx: &Ctx, raw: &Spanned<RawRelayTarget>) -> Result<RelayTarget, C
     })
 }
 
+/// An `[input]` key: name, where it is, the kinds it applies to, those kinds in words.
+type KindKey<'a> = (&'a str, Option<Range<usize>>, &'a [RawInputKind], &'a str);
+
 fn edge_input(ctx: &Ctx, raw: Option<&RawInput>) -> Result<InputConfig, ConfigError> {
+    use RawInputKind as K;
     let Some(raw) = raw else {
         return Ok(InputConfig::Test {
             rate_bps: DEFAULT_TEST_RATE_KBPS as u64 * 1000,
         });
     };
-    match raw.kind.unwrap_or(RawInputKind::Test) {
-        RawInputKind::Udp => {
-            if let Some(r) = &raw.rate_kbps {
-                return Err(ctx.invalid(
-                    Some(r.span()),
-                    "input.rate_kbps: only applies to kind = \"test\"",
-                ));
+    let kind = raw.kind.unwrap_or(K::Test);
+    // A key meant for another kind would be silently ignored: refuse it.
+    let keys: [KindKey; 5] = [
+        (
+            "listen",
+            raw.listen.as_ref().map(Spanned::span),
+            &[K::Udp, K::Srt],
+            "kind = \"udp\" or \"srt\"",
+        ),
+        (
+            "rate_kbps",
+            raw.rate_kbps.as_ref().map(Spanned::span),
+            &[K::Test],
+            "kind = \"test\"",
+        ),
+        (
+            "device",
+            raw.device.as_ref().map(Spanned::span),
+            &[K::V4l2],
+            "kind = \"v4l2\"",
+        ),
+        (
+            "pattern",
+            raw.pattern.as_ref().map(Spanned::span),
+            &[K::Pattern],
+            "kind = \"pattern\"",
+        ),
+        (
+            "passphrase",
+            raw.passphrase.as_ref().map(Spanned::span),
+            &[K::Srt],
+            "kind = \"srt\"",
+        ),
+    ];
+    for (key, span, kinds, which) in keys {
+        if let Some(span) = span {
+            if !kinds.contains(&kind) {
+                return Err(
+                    ctx.invalid(Some(span), format!("input.{key}: only applies to {which}"))
+                );
             }
-            let listen = match &raw.listen {
-                None => DEFAULT_INPUT_LISTEN,
-                Some(l) => ctx.socket_addr("input.listen", l)?,
-            };
-            Ok(InputConfig::Udp { listen })
         }
-        RawInputKind::Test => {
-            if let Some(l) = &raw.listen {
-                return Err(ctx.invalid(
-                    Some(l.span()),
-                    "input.listen: only applies to kind = \"udp\"",
-                ));
-            }
+    }
+    let listen = |default| match &raw.listen {
+        None => Ok(default),
+        Some(l) => ctx.socket_addr("input.listen", l),
+    };
+    Ok(match kind {
+        K::Udp => InputConfig::Udp {
+            listen: listen(DEFAULT_INPUT_LISTEN)?,
+        },
+        K::Test => {
             let kbps = match &raw.rate_kbps {
                 None => DEFAULT_TEST_RATE_KBPS,
                 Some(r) => ctx.int_in_range("input.rate_kbps", r, &TEST_RATE_KBPS_RANGE)?,
             };
-            Ok(InputConfig::Test {
+            InputConfig::Test {
                 rate_bps: kbps as u64 * 1000,
-            })
+            }
         }
+        K::V4l2 => InputConfig::V4l2 {
+            device: match &raw.device {
+                None => PathBuf::from(DEFAULT_V4L2_DEVICE),
+                Some(d) => ctx.file_path("input.device", d)?,
+            },
+        },
+        K::Pattern => InputConfig::Pattern {
+            pattern: raw
+                .pattern
+                .as_ref()
+                .map_or(TestPattern::Smpte, |p| *p.get_ref()),
+        },
+        K::Srt => {
+            let passphrase = match &raw.passphrase {
+                None => None,
+                Some(p) => {
+                    let n = p.get_ref().chars().count();
+                    if !SRT_PASSPHRASE_LEN.contains(&n) {
+                        return Err(ctx.invalid(
+                            Some(p.span()),
+                            format!(
+                                "input.passphrase: must be {} to {} characters, got {n}",
+                                SRT_PASSPHRASE_LEN.start(),
+                                SRT_PASSPHRASE_LEN.end()
+                            ),
+                        ));
+                    }
+                    Some(p.get_ref().clone())
+                }
+            };
+            InputConfig::Srt {
+                listen: listen(DEFAULT_SRT_LISTEN)?,
+                passphrase,
+            }
+        }
+    })
+}
+
+/// An optional integer key in `range`, or `default`.
+fn opt_int(
+    ctx: &Ctx,
+    key: &str,
+    value: Option<&Spanned<i64>>,
+    range: &RangeInclusive<i64>,
+    default: i64,
+) -> Result<i64, ConfigError> {
+    value.map_or(Ok(default), |v| ctx.int_in_range(key, v, range))
+}
+
+fn edge_video(ctx: &Ctx, raw: Option<&Spanned<RawVideo>>) -> Result<VideoConfig, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(VideoConfig::default());
+    };
+    let v = raw.get_ref();
+    let encoder = match &v.encoder {
+        None => EncoderChoice::Auto,
+        Some(e) if e.get_ref() == "auto" => EncoderChoice::Auto,
+        Some(e) => {
+            let name = e.get_ref();
+            let ok = !name.is_empty()
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !ok {
+                return Err(ctx.invalid(
+                    Some(e.span()),
+                    format!(
+                        "video.encoder: expected \"auto\" or a GStreamer element name (e.g. \"x264enc\"), got {name:?}"
+                    ),
+                ));
+            }
+            EncoderChoice::Named(name.clone())
+        }
+    };
+    let even = |key: &str, value: Option<&Spanned<i64>>, range, default| {
+        let n = opt_int(ctx, key, value, range, default)?;
+        if n % 2 != 0 {
+            return Err(ctx.invalid(
+                value.map(Spanned::span),
+                format!("{key}: must be even, got {n}"),
+            ));
+        }
+        Ok(n as u32)
+    };
+    let size = PictureSize {
+        width: even(
+            "video.width",
+            v.width.as_ref(),
+            &WIDTH_RANGE,
+            i64::from(DEFAULT_VIDEO_SIZE.width),
+        )?,
+        height: even(
+            "video.height",
+            v.height.as_ref(),
+            &HEIGHT_RANGE,
+            i64::from(DEFAULT_VIDEO_SIZE.height),
+        )?,
+    };
+    let fps = opt_int(
+        ctx,
+        "video.fps",
+        v.fps.as_ref(),
+        &FPS_RANGE,
+        i64::from(DEFAULT_FPS),
+    )? as u32;
+    let keyframe_ms = opt_int(
+        ctx,
+        "video.keyframe_interval_ms",
+        v.keyframe_interval_ms.as_ref(),
+        &KEYFRAME_INTERVAL_MS_RANGE,
+        DEFAULT_KEYFRAME_INTERVAL_MS,
+    )?;
+    let min_kbps = opt_int(
+        ctx,
+        "video.min_kbps",
+        v.min_kbps.as_ref(),
+        &VIDEO_KBPS_RANGE,
+        DEFAULT_MIN_KBPS,
+    )?;
+    let max_kbps = opt_int(
+        ctx,
+        "video.max_kbps",
+        v.max_kbps.as_ref(),
+        &VIDEO_KBPS_RANGE,
+        DEFAULT_MAX_KBPS,
+    )?;
+    if min_kbps > max_kbps {
+        let span = v
+            .max_kbps
+            .as_ref()
+            .or(v.min_kbps.as_ref())
+            .map(Spanned::span);
+        return Err(ctx.invalid(
+            span,
+            format!("video.max_kbps: must not be below min_kbps ({min_kbps}), got {max_kbps}"),
+        ));
     }
+    let ladder = match &v.ladder {
+        None => default_ladder(size),
+        Some(l) => {
+            let items = l.get_ref();
+            if items.is_empty() || items.len() > MAX_LADDER_RUNGS {
+                return Err(ctx.invalid(
+                    Some(l.span()),
+                    format!(
+                        "video.ladder: must list 1 to {MAX_LADDER_RUNGS} picture sizes, got {}",
+                        items.len()
+                    ),
+                ));
+            }
+            let mut rungs: Vec<PictureSize> = Vec::with_capacity(items.len());
+            for item in items {
+                let r: PictureSize = item
+                    .get_ref()
+                    .parse()
+                    .map_err(|e| ctx.invalid(Some(item.span()), format!("video.ladder: {e}")))?;
+                if r.width > size.width || r.height > size.height {
+                    return Err(ctx.invalid(
+                        Some(item.span()),
+                        format!("video.ladder: {r} is larger than the video size {size}"),
+                    ));
+                }
+                if let Some(prev) = rungs.last() {
+                    if r.width > prev.width || r.height > prev.height || r == *prev {
+                        return Err(ctx.invalid(
+                            Some(item.span()),
+                            format!(
+                                "video.ladder: sizes must go from largest to smallest, {r} follows {prev}"
+                            ),
+                        ));
+                    }
+                }
+                rungs.push(r);
+            }
+            rungs
+        }
+    };
+    Ok(VideoConfig {
+        encoder,
+        size,
+        fps,
+        keyframe_interval: Duration::from_millis(keyframe_ms as u64),
+        min_bps: min_kbps as u64 * 1000,
+        max_bps: max_kbps as u64 * 1000,
+        ladder,
+    })
+}
+
+fn edge_audio(ctx: &Ctx, raw: Option<&Spanned<RawAudio>>) -> Result<AudioConfig, ConfigError> {
+    let d = AudioConfig::default();
+    let Some(raw) = raw else {
+        return Ok(d);
+    };
+    let a = raw.get_ref();
+    let source = a.source.unwrap_or(d.source);
+    let devices = match (&a.devices, source) {
+        (Some(l), AudioSourceKind::Test) => {
+            return Err(ctx.invalid(
+                Some(l.span()),
+                "audio.devices: only applies to source = \"alsa\"",
+            ))
+        }
+        (None, AudioSourceKind::Test) => Vec::new(),
+        (None, AudioSourceKind::Alsa) => vec![DEFAULT_ALSA_DEVICE.to_string()],
+        (Some(l), AudioSourceKind::Alsa) => {
+            let items = l.get_ref();
+            if items.is_empty() || items.len() > MAX_AUDIO_DEVICES {
+                return Err(ctx.invalid(
+                    Some(l.span()),
+                    format!(
+                        "audio.devices: must list 1 to {MAX_AUDIO_DEVICES} ALSA devices, got {}",
+                        items.len()
+                    ),
+                ));
+            }
+            let mut out: Vec<String> = Vec::with_capacity(items.len());
+            for item in items {
+                let dev = item.get_ref();
+                if dev.trim().is_empty() {
+                    return Err(ctx.invalid(Some(item.span()), "audio.devices: empty device name"));
+                }
+                if out.contains(dev) {
+                    return Err(ctx.invalid(
+                        Some(item.span()),
+                        format!("audio.devices: device {dev:?} is listed twice"),
+                    ));
+                }
+                out.push(dev.clone());
+            }
+            out
+        }
+    };
+    let kbps = opt_int(
+        ctx,
+        "audio.bitrate_kbps",
+        a.bitrate_kbps.as_ref(),
+        &AUDIO_KBPS_RANGE,
+        DEFAULT_AUDIO_KBPS,
+    )?;
+    Ok(AudioConfig {
+        enabled: a.enabled.unwrap_or(d.enabled),
+        source,
+        devices,
+        noise_suppression: a.noise_suppression.unwrap_or(d.noise_suppression),
+        gain_control: a.gain_control.unwrap_or(d.gain_control),
+        limiter: a.limiter.unwrap_or(d.limiter),
+        codec: a.codec.unwrap_or(d.codec),
+        bitrate_bps: kbps as u64 * 1000,
+    })
 }
 
 fn edge_links(ctx: &Ctx, raw: &[Spanned<RawLink>]) -> Result<Vec<LinkConfig>, ConfigError> {
@@ -1668,6 +2233,9 @@ address = "127.0.0.1:6010"
         assert!(c.links[0].enabled && c.links[1].enabled && !c.links[2].enabled);
         assert_eq!(c.stats_listen, Some("127.0.0.1:8081".parse().unwrap()));
         assert_eq!(c.scheduler.duplicate_budget, 0.02);
+        // The example spells out the defaults.
+        assert_eq!(c.video, VideoConfig::default());
+        assert_eq!(c.audio, AudioConfig::default());
     }
 
     #[test]
@@ -1951,7 +2519,14 @@ address = "127.0.0.1:6010"
             ("kind = \"udp\"", "kind = \"udp\"\nlisten = \"localhost:5000\"", "input.listen: expected IP:PORT"),
             ("kind = \"udp\"", "kind = \"udp\"\nrate_kbps = 1000", "input.rate_kbps: only applies to kind = \"test\""),
             ("kind = \"udp\"", "kind = \"test\"\nrate_kbps = 99", "input.rate_kbps: must be between 100 and 100000, got 99"),
-            ("kind = \"udp\"", "kind = \"tcp\"", "unknown variant `tcp`, expected `udp` or `test`"),
+            ("kind = \"udp\"", "kind = \"tcp\"", "unknown variant `tcp`, expected one of `udp`, `test`, `v4l2`, `pattern`, `srt`"),
+            ("kind = \"udp\"", "kind = \"v4l2\"\nlisten = \"127.0.0.1:5000\"", "input.listen: only applies to kind = \"udp\" or \"srt\""),
+            ("kind = \"udp\"", "kind = \"udp\"\ndevice = \"/dev/video1\"", "input.device: only applies to kind = \"v4l2\""),
+            ("kind = \"udp\"", "kind = \"srt\"\npattern = \"snow\"", "input.pattern: only applies to kind = \"pattern\""),
+            ("kind = \"udp\"", "kind = \"pattern\"\npattern = \"plasma\"", "unknown variant `plasma`, expected one of `smpte`, `ball`, `snow`"),
+            ("kind = \"udp\"", "kind = \"pattern\"\npassphrase = \"0123456789\"", "input.passphrase: only applies to kind = \"srt\""),
+            ("kind = \"udp\"", "kind = \"srt\"\npassphrase = \"short\"", "input.passphrase: must be 10 to 79 characters, got 5"),
+            ("kind = \"udp\"", "kind = \"v4l2\"\ndevice = \"\"", "input.device: must not be empty"),
             ("interface = \"wwan0\"", "interface = \"wwan0/x\"", "link.interface: not a valid interface name"),
             ("bind = \"192.0.2.10\"", "bind = \"192.0.2.10:5000\"", "link.bind: expected a local IP address"),
             ("bind = \"192.0.2.10\"", "bind = \"0.0.0.0\"", "link.bind: must be a local unicast address"),
@@ -1970,6 +2545,222 @@ address = "127.0.0.1:6010"
             e.reason(),
             "scheduler.duplicate_budget: must be between 0 and 0.5, got 0.6"
         );
+    }
+
+    #[test]
+    fn media_inputs_parse_with_defaults() {
+        let input = |kind: &str| {
+            parse_edge(
+                &edit(EDGE, "kind = \"udp\"", kind),
+                Path::new("/etc/braid/edge.toml"),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .input
+        };
+        assert_eq!(
+            input("kind = \"v4l2\""),
+            InputConfig::V4l2 {
+                device: PathBuf::from("/dev/video0")
+            }
+        );
+        assert_eq!(
+            input("kind = \"v4l2\"\ndevice = \"/dev/video2\""),
+            InputConfig::V4l2 {
+                device: PathBuf::from("/dev/video2")
+            }
+        );
+        assert_eq!(
+            input("kind = \"pattern\""),
+            InputConfig::Pattern {
+                pattern: TestPattern::Smpte
+            }
+        );
+        assert_eq!(
+            input("kind = \"pattern\"\npattern = \"snow\""),
+            InputConfig::Pattern {
+                pattern: TestPattern::Snow
+            }
+        );
+        assert_eq!(
+            input("kind = \"srt\""),
+            InputConfig::Srt {
+                listen: DEFAULT_SRT_LISTEN,
+                passphrase: None
+            }
+        );
+        assert_eq!(
+            input("kind = \"srt\"\nlisten = \"[::]:9001\"\npassphrase = \"0123456789\""),
+            InputConfig::Srt {
+                listen: "[::]:9001".parse().unwrap(),
+                passphrase: Some("0123456789".into())
+            }
+        );
+    }
+
+    #[test]
+    fn video_and_audio_defaults() {
+        let c = parse_edge(EDGE, Path::new("edge.toml")).unwrap();
+        assert_eq!(c.video, VideoConfig::default());
+        assert_eq!(c.audio, AudioConfig::default());
+        let v = &c.video;
+        assert_eq!(v.encoder, EncoderChoice::Auto);
+        assert_eq!((v.size.width, v.size.height, v.fps), (1280, 720, 30));
+        assert_eq!(v.keyframe_interval, Duration::from_secs(1));
+        assert_eq!((v.min_bps, v.max_bps), (500_000, 12_000_000));
+        let ladder: Vec<String> = v.ladder.iter().map(|s| s.to_string()).collect();
+        assert_eq!(ladder, ["1280x720", "960x540", "640x360"]);
+        let a = &c.audio;
+        assert!(a.enabled && a.noise_suppression && a.gain_control && a.limiter);
+        assert_eq!(a.source, AudioSourceKind::Test);
+        assert!(a.devices.is_empty());
+        assert_eq!((a.codec, a.bitrate_bps), (AudioCodec::Aac, 128_000));
+
+        let text = format!(
+            "{EDGE}[video]\nencoder = \"x264enc\"\nwidth = 1920\nheight = 1080\nfps = 25\n\
+             keyframe_interval_ms = 2000\nmin_kbps = 800\nmax_kbps = 8000\n\
+             ladder = [\"1920x1080\", \"1280x720\", \"640x360\"]\n\
+             [audio]\nsource = \"alsa\"\ndevices = [\"hw:1\", \"hw:2\"]\nnoise_suppression = false\n\
+             gain_control = false\nlimiter = false\ncodec = \"opus\"\nbitrate_kbps = 64\n"
+        );
+        let c = parse_edge(&text, Path::new("edge.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let v = &c.video;
+        assert_eq!(v.encoder, EncoderChoice::Named("x264enc".into()));
+        assert_eq!(v.size.to_string(), "1920x1080");
+        assert_eq!(v.fps, 25);
+        assert_eq!(v.keyframe_interval, Duration::from_secs(2));
+        assert_eq!((v.min_bps, v.max_bps), (800_000, 8_000_000));
+        assert_eq!(v.ladder.len(), 3);
+        assert_eq!(v.ladder[1].to_string(), "1280x720");
+        let a = &c.audio;
+        assert_eq!(a.source, AudioSourceKind::Alsa);
+        assert_eq!(a.devices, ["hw:1", "hw:2"]);
+        assert!(!a.noise_suppression && !a.gain_control && !a.limiter);
+        assert_eq!((a.codec, a.bitrate_bps), (AudioCodec::Opus, 64_000));
+
+        let text =
+            format!("{EDGE}[audio]\nsource = \"alsa\"\n[video]\nwidth = 1920\nheight = 1080\n");
+        let c = parse_edge(&text, Path::new("edge.toml")).unwrap();
+        assert_eq!(c.audio.devices, [DEFAULT_ALSA_DEVICE]);
+        let ladder: Vec<String> = c.video.ladder.iter().map(|s| s.to_string()).collect();
+        assert_eq!(ladder, ["1920x1080", "1440x810", "960x540"]);
+    }
+
+    #[test]
+    fn video_and_audio_errors_point_at_their_line() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[video]\nwidth = 1281",
+                "width = 1281",
+                "video.width: must be even, got 1281",
+            ),
+            (
+                "[video]\nheight = 32",
+                "height = 32",
+                "video.height: must be between 64 and 4320, got 32",
+            ),
+            (
+                "[video]\nfps = 0",
+                "fps = 0",
+                "video.fps: must be between 1 and 120, got 0",
+            ),
+            (
+                "[video]\nkeyframe_interval_ms = 50",
+                "keyframe_interval_ms = 50",
+                "video.keyframe_interval_ms: must be between 100 and 10000",
+            ),
+            (
+                "[video]\nencoder = \"X 264\"",
+                "encoder = \"X 264\"",
+                "video.encoder: expected \"auto\" or a GStreamer element name",
+            ),
+            (
+                "[video]\nmin_kbps = 3000\nmax_kbps = 2000",
+                "max_kbps = 2000",
+                "video.max_kbps: must not be below min_kbps (3000), got 2000",
+            ),
+            (
+                "[video]\nmin_kbps = 20000",
+                "min_kbps = 20000",
+                "video.max_kbps: must not be below min_kbps (20000), got 12000",
+            ),
+            (
+                "[video]\nladder = [\n\"1280x720\",\n\"1280x720p\",\n]",
+                "\"1280x720p\",",
+                "video.ladder: expected WIDTHxHEIGHT",
+            ),
+            (
+                "[video]\nladder = [\n\"1920x1080\",\n]",
+                "\"1920x1080\",",
+                "video.ladder: 1920x1080 is larger than the video size 1280x720",
+            ),
+            (
+                "[video]\nladder = [\n\"640x360\",\n\"960x540\",\n]",
+                "\"960x540\",",
+                "video.ladder: sizes must go from largest to smallest, 960x540 follows 640x360",
+            ),
+            (
+                "[video]\nladder = [\n\"641x360\",\n]",
+                "\"641x360\",",
+                "video.ladder: width and height must be even",
+            ),
+            (
+                "[video]\nladder = []",
+                "ladder = []",
+                "video.ladder: must list 1 to 8 picture sizes, got 0",
+            ),
+            (
+                "[video]\nbitrate = 1",
+                "bitrate = 1",
+                "unknown field `bitrate`",
+            ),
+            (
+                "[audio]\ndevices = [\"hw:1\"]",
+                "devices = [\"hw:1\"]",
+                "audio.devices: only applies to source = \"alsa\"",
+            ),
+            (
+                "[audio]\nsource = \"alsa\"\ndevices = [\"a\", \"b\", \"c\"]",
+                "devices = [\"a\", \"b\", \"c\"]",
+                "audio.devices: must list 1 to 2 ALSA devices, got 3",
+            ),
+            (
+                "[audio]\nsource = \"alsa\"\ndevices = [\n\"hw:1\",\n\"hw:1\",\n]",
+                "\"hw:1\",",
+                "audio.devices: device \"hw:1\" is listed twice",
+            ),
+            (
+                "[audio]\nsource = \"pulse\"",
+                "source = \"pulse\"",
+                "unknown variant `pulse`, expected `test` or `alsa`",
+            ),
+            (
+                "[audio]\ncodec = \"mp3\"",
+                "codec = \"mp3\"",
+                "unknown variant `mp3`, expected `aac` or `opus`",
+            ),
+            (
+                "[audio]\nbitrate_kbps = 8",
+                "bitrate_kbps = 8",
+                "audio.bitrate_kbps: must be between 16 and 512, got 8",
+            ),
+            (
+                "[audio]\nlimiter = \"yes\"",
+                "limiter = \"yes\"",
+                "invalid type: string \"yes\", expected a boolean",
+            ),
+        ];
+        for (table, bad_line, reason) in cases {
+            let text = format!("{EDGE}{table}\n");
+            let e = edge_err(&text);
+            // The duplicate-device case points at the second occurrence.
+            let nth = usize::from(reason.contains("listed twice"));
+            assert_eq!(
+                e.line(),
+                Some(line_no(&text, bad_line, nth)),
+                "{table}: {e}"
+            );
+            assert!(e.reason().starts_with(reason), "{table}: got {e}");
+        }
     }
 
     #[test]
@@ -2394,6 +3185,25 @@ address = "127.0.0.1:6010"
         "stats.enabled",
         "stats.listen",
         "scheduler.duplicate_budget",
+        "input.device",
+        "input.pattern",
+        "input.passphrase",
+        "video.encoder",
+        "video.width",
+        "video.height",
+        "video.fps",
+        "video.keyframe_interval_ms",
+        "video.min_kbps",
+        "video.max_kbps",
+        "video.ladder",
+        "audio.enabled",
+        "audio.source",
+        "audio.devices",
+        "audio.noise_suppression",
+        "audio.gain_control",
+        "audio.limiter",
+        "audio.codec",
+        "audio.bitrate_kbps",
     ];
     const RELAY_KEYS: &[&str] = &[
         "relay.listen",
@@ -2524,12 +3334,21 @@ address = "127.0.0.1:6010"
 
     #[test]
     fn key_list_matches_parser() {
-        let edge = format!("{EDGE}[stats]\nenabled = true\n[scheduler]\n");
+        let edge = format!("{EDGE}[stats]\nenabled = true\n[scheduler]\n[video]\n[audio]\n");
         let mut tables = expected_fields(&edge, "", edge_err);
         tables.sort();
         assert_eq!(
             tables,
-            ["device", "input", "link", "relay", "scheduler", "stats"]
+            [
+                "audio",
+                "device",
+                "input",
+                "link",
+                "relay",
+                "scheduler",
+                "stats",
+                "video"
+            ]
         );
         let mut from_parser: Vec<String> = [
             "[device]",
@@ -2538,6 +3357,8 @@ address = "127.0.0.1:6010"
             "[[link]]",
             "[stats]",
             "[scheduler]",
+            "[video]",
+            "[audio]",
         ]
         .iter()
         .flat_map(|h| {

@@ -12,6 +12,10 @@
 //!   bound, the virtual-time harness and the userspace link emulator.
 //! - [`transport`]: quinn glue: TLS identities, endpoint configuration, per-link
 //!   sockets (`SO_BINDTODEVICE` or a source address), interface watching.
+//! - [`media`]: what the edge sends: the [`media::MediaControl`] contract with the
+//!   bitrate controller ([`core::bitrate`]), the GStreamer camera/test-pattern encoder
+//!   (capture and encode pipelines, encoder quirks table, NO SIGNAL slate) and the SRT
+//!   pass-through input.
 //! - [`edge`], [`relay`]: the daemons (the relay's outputs: UDP, SRT, RTMP and
 //!   file recording, each restarted with backoff on failure).
 //! - [`system`]: signals, stats HTTP endpoints.

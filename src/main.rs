@@ -52,6 +52,18 @@ enum Cmd {
         /// Search the highest constant rate with >= 99.9 % on time (bisection).
         #[arg(long)]
         search: bool,
+        /// `test`: the constant-rate test stream. `x264`: the test pattern through
+        /// x264enc (1280x720 30 fps) under the bitrate controller (with --virtual: the
+        /// encoder model); prints the bitrate trace beside the transport report.
+        #[arg(long, default_value = "test")]
+        source: String,
+        /// Whole-stream bitrate ceiling of the controller (x264 source).
+        #[arg(long, default_value = "12M")]
+        ceiling: String,
+        /// Test picture for the x264 source: snow (noise: the encoder uses every bit
+        /// it is given), ball or smpte.
+        #[arg(long, default_value = "snow")]
+        pattern: String,
     },
     /// Userspace link emulator (a UDP proxy applying traces, delay, loss, outages).
     Emulate {
@@ -135,6 +147,9 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
             latency,
             virtual_time,
             search,
+            source,
+            ceiling,
+            pattern,
         } => {
             init_logs("warn");
             let rate = rate
@@ -147,6 +162,17 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
             }
             if let Some(l) = latency {
                 sc.latency = Duration::from_millis(l);
+            }
+            match source.as_str() {
+                "test" => {}
+                "x264" => {
+                    let ceiling =
+                        emulator::parse_rate(&ceiling).map_err(|e| anyhow!("--ceiling: {e}"))?;
+                    let out = sim_encoder(&sc, ceiling as u64, &pattern, virtual_time).await?;
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                    return Ok(());
+                }
+                other => return Err(anyhow!("--source: {other:?} is not test or x264")),
             }
             if search {
                 let out = search_max_rate(&sc, virtual_time).await?;
@@ -198,6 +224,56 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
             braid::sim::loadgen::cli(cmd).await
         }
     }
+}
+
+/// `braid sim --source x264`: the test pattern through x264enc at 720p30 with the
+/// bitrate controller, for real (or the encoder model in virtual time).
+async fn sim_encoder(
+    sc: &Scenario,
+    ceiling_bps: u64,
+    pattern: &str,
+    virtual_time: bool,
+) -> Result<braid::sim::adaptive::AdaptiveReport> {
+    use braid::config::{AudioConfig, EncoderChoice, TestPattern, VideoConfig};
+    use braid::sim::adaptive;
+    let pattern = match pattern {
+        "snow" => TestPattern::Snow,
+        "ball" => TestPattern::Ball,
+        "smpte" => TestPattern::Smpte,
+        p => return Err(anyhow!("--pattern: {p:?} is not snow, ball or smpte")),
+    };
+    let audio = AudioConfig::default();
+    let mut video = VideoConfig {
+        encoder: EncoderChoice::Named("x264enc".into()),
+        ..Default::default()
+    };
+    // The video ceiling that makes the whole stream's ceiling `ceiling_bps`.
+    while video.max_bps > video.min_bps
+        && braid::media::stream_bps(video.max_bps, &audio) > ceiling_bps
+    {
+        video.max_bps -= 10_000;
+    }
+    let ccfg = braid::media::controller_config(&video, &audio);
+    let sc = adaptive::adaptive_scenario(sc);
+    if virtual_time {
+        let (r, _) = adaptive::run(&sc, ccfg, adaptive::EncoderModel::default(), Instant::now());
+        return Ok(r);
+    }
+    let run = real::run_with(
+        &sc,
+        real::SimSource::Encoder {
+            video,
+            audio,
+            pattern,
+        },
+    )
+    .await?;
+    Ok(adaptive::report_real(
+        &sc,
+        &run,
+        ccfg.ceiling_bps,
+        ccfg.floor_bps,
+    ))
 }
 
 /// Bisection for the highest constant input rate with >= 99.9 % of packets on time.

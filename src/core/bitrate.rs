@@ -92,7 +92,8 @@ pub struct ControllerConfig {
     /// Within `cut_holdoff` of a cut, another is taken only if it goes below this
     /// share of the current target.
     pub recut_share: f64,
-    /// One cut takes at most this share off the target.
+    /// One episode of cuts (cuts within `cut_holdoff` of each other) takes at most
+    /// this share off the target it started from.
     pub max_cut: f64,
     /// After a cut, the next waits at least this long (and one smoothed RTT): the
     /// encoder and the queues need that long to show the first cut's effect.
@@ -222,6 +223,8 @@ pub struct Controller {
     last_expired: u64,
     /// (time, delivered bytes) over the last `delivered_window`.
     delivered_hist: VecDeque<(Instant, u64)>,
+    /// First cut of the current episode: (when, target before it).
+    episode: Option<(Instant, f64)>,
     /// (time, queueing delay s) over the last `queue_window`.
     queue_hist: VecDeque<(Instant, f64)>,
     /// Since when the target has been below the current rung's floor / above the
@@ -244,6 +247,7 @@ impl Controller {
             last_cut: None,
             last_expired: 0,
             queue_hist: VecDeque::new(),
+            episode: None,
             delivered_hist: VecDeque::new(),
             below_since: None,
             above_since: None,
@@ -439,13 +443,18 @@ impl Controller {
             let deliverable = delivered_bps.map_or(capacity, |d| d.min(capacity));
             let excess = (committed * 8.0 - self.cfg.queue_low * budget * deliverable).max(0.0);
             let drain = excess / self.cfg.drain_time.as_secs_f64();
-            let mut to = (deliverable * self.cfg.headroom - drain)
-                .min(self.target)
-                .max(self.target * (1.0 - self.cfg.max_cut));
+            // Cuts within one holdoff are one episode: together they take at most
+            // max_cut off the target the episode started from (the queue they all
+            // see is the same one, still draining).
+            let from = match self.episode {
+                Some((_, from)) if just_cut => from,
+                _ => self.target,
+            };
+            let mut to = (deliverable * self.cfg.headroom - drain).min(self.target);
             if expired {
                 to = to.min(self.target * 0.7);
             }
-            let to = to.max(floor);
+            let to = to.max(from * (1.0 - self.cfg.max_cut)).max(floor);
             // Within the holdoff only a much deeper cut is taken: the last one was
             // sized on figures that have since fallen further.
             if to < self.target && (can_cut || to < self.target * self.cfg.recut_share) {
@@ -459,6 +468,9 @@ impl Controller {
                 to_bps: to as u64,
                 queue_ms: (standing * 1e3).min(1e9),
             });
+            if !just_cut {
+                self.episode = Some((now, self.target));
+            }
             self.target = to;
             self.stats.cuts += 1;
             self.last_cut = Some(now);
@@ -725,9 +737,13 @@ mod tests {
         c.handle_observation(t0 + Duration::from_millis(100), &o(100, 230_000));
         let t = c.target().bps;
         assert!(t <= 5_200_000, "one cut takes at most half: {t}");
-        // 50 ms later, inside the cut holdoff: the figures are still far under, so a
-        // deeper cut is taken at once.
+        // Inside the cut holdoff the episode is bounded (the queue is the same one,
+        // still draining); after it, the next cut goes to what the links deliver.
         c.handle_observation(t0 + Duration::from_millis(150), &o(150, 300_000));
+        assert!(c.target().bps >= 5_000_000, "{}", c.target().bps);
+        for ms in [200, 250, 300] {
+            c.handle_observation(t0 + Duration::from_millis(ms), &o(ms, 300_000));
+        }
         let t = c.target().bps;
         assert!(t <= 3_600_000, "cut to what the links deliver: {t}");
     }

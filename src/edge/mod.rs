@@ -8,7 +8,7 @@
 //!   datagrams to the core task, and reconnects with backoff and jitter when the
 //!   connection dies;
 //! - the **input task** turns the source into groups of whole TS packets
-//!   ([`MediaSource`] is the seam the GStreamer camera pipeline will plug into);
+//!   ([`MediaSource`]; the GStreamer sources are in [`crate::media`]);
 //! - the **net watcher** reports interfaces going down, acted on at once.
 
 use crate::config::{EdgeConfig, InputConfig, LinkBind};
@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-/// Where media comes from. The UDP listener and the test source implement it today;
-/// the GStreamer camera pipeline (appsink) is the next implementation.
+/// Where media comes from: the UDP listener and the test source here, the GStreamer
+/// camera/test-pattern encoder and the SRT listener in [`crate::media`].
 pub trait MediaSource: Send + 'static {
     /// Run until `shutdown`, sending groups of whole TS packets with their capture time
     /// (when the picture or sound was taken; ingest time for pass-through sources).
@@ -218,22 +218,29 @@ impl EdgeHandle {
 fn initial_target_bps(cfg: &EdgeConfig) -> u64 {
     match cfg.input {
         InputConfig::Test { rate_bps } => rate_bps,
-        InputConfig::Udp { .. } => 2_000_000,
+        InputConfig::Udp { .. } | InputConfig::Srt { .. } => 2_000_000,
+        InputConfig::V4l2 { .. } | InputConfig::Pattern { .. } => {
+            crate::media::initial_target_bps(&cfg.video, &cfg.audio)
+        }
     }
 }
 
-fn source_for(cfg: &InputConfig) -> Result<Box<dyn MediaSource>> {
-    Ok(match cfg {
+fn source_for(cfg: &EdgeConfig) -> Result<Box<dyn MediaSource>> {
+    if let Some(s) = crate::media::source_for_input(&cfg.input, &cfg.video, &cfg.audio) {
+        return s.context("input: media pipeline");
+    }
+    Ok(match &cfg.input {
         InputConfig::Udp { listen } => Box::new(UdpSource::bind(*listen)?),
         InputConfig::Test { rate_bps } => Box::new(TestSource {
             rate_bps: *rate_bps,
         }),
+        other => return Err(anyhow!("input {other:?} has no source")),
     })
 }
 
 /// Start the edge with its configured source.
 pub async fn start(cfg: EdgeConfig, opts: EdgeOptions) -> Result<EdgeHandle> {
-    let source = source_for(&cfg.input)?;
+    let source = source_for(&cfg)?;
     start_with_source(cfg, source, opts).await
 }
 
@@ -772,6 +779,44 @@ pub fn load(path: &Path) -> Result<EdgeConfig, crate::config::ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(input: &str) -> EdgeConfig {
+        let text = format!(
+            "[device]\nid = \"cam\"\ncert = \"c\"\nkey = \"k\"\n\
+             [relay]\naddress = \"127.0.0.1:7000\"\nfingerprint = \"{}\"\n\
+             [input]\n{input}\n[[link]]\nname = \"l\"\nbind = \"127.0.0.1\"\n",
+            "ab".repeat(32)
+        );
+        crate::config::parse_edge(&text, Path::new("edge.toml")).unwrap()
+    }
+
+    #[test]
+    fn media_inputs_get_gstreamer_sources() {
+        // Built (elements created, encoder chosen) but not started.
+        for input in [
+            "kind = \"pattern\"",
+            "kind = \"v4l2\"\ndevice = \"/dev/video-braid-none\"",
+            "kind = \"srt\"\nlisten = \"127.0.0.1:0\"",
+        ] {
+            let cfg = config(input);
+            assert!(source_for(&cfg).is_ok(), "{input}");
+        }
+        let cfg = config("kind = \"pattern\"");
+        assert_eq!(
+            initial_target_bps(&cfg),
+            crate::media::initial_target_bps(&cfg.video, &cfg.audio)
+        );
+        assert_eq!(
+            crate::media::video_bitrate(initial_target_bps(&cfg), &cfg.video, &cfg.audio),
+            2_000_000
+        );
+        let mut cfg = config("kind = \"pattern\"");
+        cfg.video.encoder = crate::config::EncoderChoice::Named("v4l2h264enc".into());
+        let e = source_for(&cfg)
+            .err()
+            .expect("no V4L2 encoder on this machine");
+        assert!(format!("{e:#}").contains("not installed"), "{e:#}");
+    }
 
     #[test]
     fn datagram_size_sets_ts_packets_per_datagram() {

@@ -207,6 +207,11 @@ pub struct AdaptiveReport {
     pub goodput_fraction: f64,
     pub on_time_fraction: f64,
     pub cuts: u64,
+    /// Capacity-step scenario: ms from the step until the encoder's output (trailing
+    /// 100 ms) is at or under the new capacity.
+    pub follow_ms: Option<f64>,
+    /// Relay's capture-to-output / ingest-to-output percentiles (real runs).
+    pub relay_latency: Option<serde_json::Value>,
     /// (time s, TS bytes) of every encoded frame.
     #[serde(skip)]
     pub frames: Vec<(Duration, usize)>,
@@ -227,6 +232,70 @@ pub fn capacity_per_second(sc: &Scenario) -> Vec<f64> {
                 .sum()
         })
         .collect()
+}
+
+/// For the capacity-step scenario: how fast the encoder output followed the step.
+fn step_follow_ms(sc: &Scenario, frames: &[(Duration, usize)]) -> Option<f64> {
+    if sc.name != "capacity-step" {
+        return None;
+    }
+    let at = super::scenario::CAPACITY_STEP_AT;
+    let after: f64 = capacity_per_second(sc)
+        .get(at.as_secs() as usize + 1)
+        .copied()?;
+    follow_time(frames, at, after).map(|d| d.as_secs_f64() * 1e3)
+}
+
+/// The adaptive report of a real-time run with the encoder in the loop.
+pub fn report_real(
+    sc: &Scenario,
+    run: &super::real::RealRun,
+    ceiling_bps: u64,
+    floor_bps: u64,
+) -> AdaptiveReport {
+    let caps = capacity_per_second(sc);
+    let counted: f64 =
+        caps.iter().map(|c| c.min(ceiling_bps as f64)).sum::<f64>() / caps.len().max(1) as f64;
+    let mut encoded = vec![0.0; caps.len()];
+    for (t, b) in &run.produced {
+        if let Some(e) = encoded.get_mut(t.as_secs() as usize) {
+            *e += *b as f64 * 8.0;
+        }
+    }
+    let mut targets = vec![(0u64, 0usize); caps.len()];
+    for (t, st) in &run.controller {
+        if let Some(x) = targets.get_mut(t.as_secs() as usize) {
+            *x = (st.target_bps, st.rung);
+        }
+    }
+    let seconds = caps
+        .iter()
+        .enumerate()
+        .map(|(i, c)| SecondSample {
+            t_s: i as u32,
+            capacity_bps: *c,
+            target_bps: targets[i].0,
+            encoded_bps: encoded[i],
+            rung: targets[i].1,
+        })
+        .collect();
+    let goodput = run.report.goodput_bps;
+    AdaptiveReport {
+        scenario: sc.name.clone(),
+        ceiling_bps,
+        floor_bps,
+        counted_capacity_bps: counted,
+        goodput_bps: goodput,
+        goodput_fraction: goodput / counted.max(1.0),
+        on_time_fraction: run.report.on_time_fraction,
+        cuts: run.controller.last().map_or(0, |c| c.1.cuts),
+        follow_ms: step_follow_ms(sc, &run.produced),
+        relay_latency: run.relay_session.clone(),
+        frames: Vec::new(),
+        ticks: Vec::new(),
+        seconds,
+        transport: run.report.clone(),
+    }
 }
 
 /// `sc` with the sender tuned as the edge tunes it when the source adapts.
@@ -271,6 +340,8 @@ pub fn run(
         goodput_fraction: run.report.goodput_bps / counted.max(1.0),
         on_time_fraction: run.report.on_time_fraction,
         cuts: src.controller().stats().cuts,
+        follow_ms: step_follow_ms(sc, &src.frames),
+        relay_latency: None,
         frames: src.frames.clone(),
         ticks: src.ticks.clone(),
         seconds,

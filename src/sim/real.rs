@@ -5,7 +5,7 @@
 use super::emulator::{EmuLink, Emulator, EmulatorConfig};
 use super::scenario::{FailoverEvent, LatencySummary, LinkReport, Scenario, SimReport};
 use crate::config;
-use crate::core::wire::{TS_PACKET, TS_PER_DATAGRAM};
+use crate::core::wire::TS_PACKET;
 use crate::edge::{self, EdgeOptions, MediaSource, TestSource};
 use crate::relay::{self, RelayOptions};
 use crate::transport::tls;
@@ -13,8 +13,42 @@ use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+/// What feeds the edge in a real-time run.
+#[derive(Debug, Clone, Default)]
+pub enum SimSource {
+    /// The scenario's constant `input_bps` of the built-in test stream.
+    #[default]
+    Test,
+    /// The test pattern through the real GStreamer encoder, under the bitrate
+    /// controller.
+    Encoder {
+        video: config::VideoConfig,
+        audio: config::AudioConfig,
+        pattern: config::TestPattern,
+    },
+}
+
+/// What a real-time run observed beyond the transport report.
+#[derive(Debug, Clone)]
+pub struct RealRun {
+    pub report: SimReport,
+    /// When the emulator's traces started (trace time zero).
+    pub t0: Instant,
+    /// (time since t0, TS bytes) of everything the source produced.
+    pub produced: Vec<(Duration, usize)>,
+    /// (time since t0, controller stats) sampled every 100 ms.
+    pub controller: Vec<(Duration, crate::core::bitrate::ControllerStats)>,
+    /// The relay's capture-to-output and ingest-to-output percentiles at the end.
+    pub relay_session: Option<serde_json::Value>,
+}
+
 /// Run `sc` for real. Returns the same report as the virtual harness.
 pub async fn run(sc: &Scenario) -> Result<SimReport> {
+    Ok(run_with(sc, SimSource::Test).await?.report)
+}
+
+/// Run `sc` for real with any [`SimSource`].
+pub async fn run_with(sc: &Scenario, source_kind: SimSource) -> Result<RealRun> {
     let tmp = crate::system::TempDir::new("sim")?;
     let dir = tmp.path().to_path_buf();
     let relay_fp = tls::write_identity(&dir, "relay")?;
@@ -81,11 +115,26 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
     // Media starts once every link has joined: the report measures the bonded
     // transport, not the handshakes (start-up time is reported separately).
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let inner: Box<dyn MediaSource> = match &source_kind {
+        SimSource::Test => Box::new(TestSource {
+            rate_bps: sc.input_bps as u64,
+        }),
+        SimSource::Encoder {
+            video,
+            audio,
+            pattern,
+        } => {
+            crate::media::pattern_source_probed(video, audio, *pattern)
+                .context("building the encoder pipeline")?
+                .0
+        }
+    };
+    let produced = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let source: Box<dyn MediaSource> = Box::new(GatedSource {
         go: go_rx,
-        inner: TestSource {
-            rate_bps: sc.input_bps as u64,
-        },
+        inner,
+        t0,
+        produced: produced.clone(),
     });
     let edge = edge::start_with_source(
         ecfg,
@@ -105,18 +154,27 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
     }
     let _ = go_tx.send(true);
     let media_start = Instant::now();
-    // Media starts with the edge; wait for the scenario to elapse, then for the last
-    // packets to be released.
+    // Media starts with the edge; wait for the scenario to elapse (sampling the
+    // controller), then for the last packets to be released.
     let mut shares_before_cut = Vec::new();
-    match sc.first_cut() {
-        Some(cut) if cut < sc.duration => {
-            tokio::time::sleep_until((t0 + cut).into()).await;
+    let cut_at = sc.first_cut().filter(|c| *c < sc.duration).map(|c| t0 + c);
+    let end = media_start + sc.duration;
+    let mut controller = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        if let Some(b) = edge.stats().bitrate {
+            controller.push((now.saturating_duration_since(t0), b));
+        }
+        if cut_at.is_some_and(|c| now >= c) && shares_before_cut.is_empty() {
             if let Some(s) = relay.stats().await.sessions.first() {
                 shares_before_cut = super::virt::shares(&s.receiver, sc.links.len());
             }
-            tokio::time::sleep_until((media_start + sc.duration).into()).await;
         }
-        _ => tokio::time::sleep(sc.duration).await,
     }
     let offered_stats = edge.stats();
     let offered = offered_stats.sender.media_packets_in;
@@ -135,6 +193,7 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
     let mut released = 0u64;
     let mut after_budget = 0u64;
     let mut out_of_order = 0u64;
+    let mut on_time_bytes = 0u64;
     let mut highest_out: Option<u64> = None;
     while let Ok(r) = tap_rx.try_recv() {
         let ingest = edge_epoch + Duration::from_micros(r.send_time_us);
@@ -149,6 +208,7 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
         let l = r.at.saturating_duration_since(ingest);
         if l <= budget {
             on_time += 1;
+            on_time_bytes += r.bytes as u64;
         } else {
             after_budget += 1;
         }
@@ -201,23 +261,29 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
             "emulator link totals"
         );
     }
-    let payload = (TS_PACKET * TS_PER_DATAGRAM) as u64;
     let bound = sc.bound_bps(sc.latency);
-    Ok(SimReport {
+    let relay_session = session.map(|s| {
+        serde_json::json!({
+            "capture_to_output_ms": s.capture_to_output_ms,
+            "ingest_to_output_ms": s.ingest_to_output_ms,
+        })
+    });
+    let produced = std::mem::take(&mut *produced.lock().expect("produced"));
+    let report = SimReport {
         scenario: sc.name.clone(),
         mode: "real".into(),
         duration_s: sc.duration.as_secs_f64(),
         input_bps: sc.input_bps,
         budget_ms: sc.latency.as_secs_f64() * 1e3,
         offered,
-        ts_packets_offered: offered * TS_PER_DATAGRAM as u64,
+        ts_packets_offered: estats.sender.media_bytes_in / TS_PACKET as u64,
         delivered_on_time: on_time,
         delivered_late: late + (released - on_time),
         lost: offered.saturating_sub(released),
         duplicated: dups,
         on_time_fraction: on_time as f64 / offered.max(1) as f64,
         latency: LatencySummary::from_ms(lat),
-        goodput_bps: on_time as f64 * payload as f64 * 8.0 / sc.duration.as_secs_f64(),
+        goodput_bps: on_time_bytes as f64 * 8.0 / sc.duration.as_secs_f64(),
         capacity_bps: sc.capacity_bps(),
         bound_bps: bound,
         input_fraction_of_bound: bound.map(|b| sc.input_bps / b),
@@ -236,28 +302,61 @@ pub async fn run(sc: &Scenario) -> Result<SimReport> {
             .collect(),
         failover_events: events,
         edge: serde_json::to_value(&estats).unwrap_or_default(),
+    };
+    Ok(RealRun {
+        report,
+        t0,
+        produced,
+        controller,
+        relay_session,
     })
 }
 
-/// Holds a source back until `go` turns true.
+/// Holds a source back until `go` turns true, and records what it produces
+/// (time since `t0`, bytes) on its way to the edge.
 struct GatedSource {
     go: tokio::sync::watch::Receiver<bool>,
-    inner: TestSource,
+    inner: Box<dyn MediaSource>,
+    t0: Instant,
+    produced: std::sync::Arc<std::sync::Mutex<Vec<(Duration, usize)>>>,
 }
 
 impl MediaSource for GatedSource {
+    fn adapts(&self) -> bool {
+        self.inner.adapts()
+    }
+
+    fn controller_config(&self) -> crate::core::bitrate::ControllerConfig {
+        self.inner.controller_config()
+    }
+
     fn spawn(
         self: Box<Self>,
         out: mpsc::Sender<(Instant, Vec<u8>)>,
         control: tokio::sync::watch::Receiver<crate::media::MediaControl>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
-        let GatedSource { mut go, inner } = *self;
+        let GatedSource {
+            mut go,
+            inner,
+            t0,
+            produced,
+        } = *self;
         tokio::spawn(async move {
             if go.wait_for(|g| *g).await.is_err() {
                 return;
             }
-            let _ = Box::new(inner).spawn(out, control, shutdown).await;
+            let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(1024);
+            let task = inner.spawn(tx, control, shutdown);
+            while let Some((at, g)) = rx.recv().await {
+                if let Ok(mut p) = produced.lock() {
+                    p.push((Instant::now().saturating_duration_since(t0), g.len()));
+                }
+                if out.send((at, g)).await.is_err() {
+                    break;
+                }
+            }
+            let _ = task.await;
         })
     }
 }
