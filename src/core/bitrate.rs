@@ -124,7 +124,7 @@ impl Default for ControllerConfig {
             queue_low: 0.08,
             drain_time: Duration::from_millis(1000),
             headroom: 0.9,
-            probe_gain: 1.5,
+            probe_gain: 1.25,
             climb_per_s: 0.5,
             climb_holdoff: Duration::from_millis(500),
             queue_window: Duration::from_millis(100),

@@ -270,7 +270,6 @@ pub async fn start_with_source(
     let controller = source.adapts().then(|| {
         let mut c = source.controller_config();
         c.latency = cfg.relay.latency;
-        c.start_bps = initial_target_bps(&cfg).clamp(c.floor_bps, c.ceiling_bps);
         Controller::new(c, Instant::now())
     });
     let start_bps = controller

@@ -151,6 +151,7 @@ pub fn controller_config(video: &VideoConfig, audio: &AudioConfig) -> Controller
     ControllerConfig {
         floor_bps: stream_bps(video.min_bps, audio),
         ceiling_bps: stream_bps(video.max_bps, audio),
+        start_bps: initial_target_bps(video, audio),
         ladder,
         ..Default::default()
     }

@@ -52,6 +52,8 @@ pub struct SecondSample {
     /// What the encoder model produced in this second.
     pub encoded_bps: f64,
     pub rung: usize,
+    /// Media datagrams lost or late (real runs; 0 in virtual runs).
+    pub missed: u32,
 }
 
 /// The source: encoder model + controller.
@@ -277,6 +279,7 @@ pub fn report_real(
             target_bps: targets[i].0,
             encoded_bps: encoded[i],
             rung: targets[i].1,
+            missed: run.missed_per_s.get(i).copied().unwrap_or(0),
         })
         .collect();
     let goodput = run.report.goodput_bps;
@@ -329,6 +332,7 @@ pub fn run(
             target_bps: src.targets[i].0,
             encoded_bps: src.encoded_bits[i],
             rung: src.targets[i].1,
+            missed: 0,
         })
         .collect();
     let report = AdaptiveReport {
@@ -360,15 +364,16 @@ mod tests {
     #[ignore]
     fn sweep() {
         let base = Scenario::dev(&traces_dir(), 5e6).expect("traces");
-        for gain in [1.1, 1.25, 1.5, 2.0, 100.0] {
+        for (qh, climb) in [(0.2, 0.5), (0.15, 0.5), (0.2, 0.35), (0.15, 0.35)] {
             let sc = adaptive_scenario(&base);
             let mut worst: f64 = 1.0;
             let mut mean_g = 0.0;
             let mut n = 0.0;
-            for seed in 1..=2u64 {
-                for kf in [2.0, 3.0, 5.0] {
+            for seed in 1..=4u64 {
+                for kf in [2.0, 3.0] {
                     let cfg = ControllerConfig {
-                        probe_gain: gain,
+                        queue_high: qh,
+                        climb_per_s: climb,
                         ..Default::default()
                     };
                     let enc = EncoderModel {
@@ -392,7 +397,7 @@ mod tests {
                 }
             }
             println!(
-                "probe_gain {gain}: mean goodput {:.3} worst on_time {:.5}",
+                "queue_high {qh} climb {climb}: mean goodput {:.3} worst on_time {:.5}",
                 mean_g / n,
                 worst
             );

@@ -40,6 +40,8 @@ pub struct RealRun {
     pub controller: Vec<(Duration, crate::core::bitrate::ControllerStats)>,
     /// The relay's capture-to-output and ingest-to-output percentiles at the end.
     pub relay_session: Option<serde_json::Value>,
+    /// Media datagrams lost or late, by second of ingest since t0.
+    pub missed_per_s: Vec<u32>,
 }
 
 /// Run `sc` for real. Returns the same report as the virtual harness.
@@ -194,6 +196,7 @@ pub async fn run_with(sc: &Scenario, source_kind: SimSource) -> Result<RealRun> 
     let mut after_budget = 0u64;
     let mut out_of_order = 0u64;
     let mut on_time_bytes = 0u64;
+    let mut missed_per_s: Vec<u32> = Vec::new();
     let mut highest_out: Option<u64> = None;
     while let Ok(r) = tap_rx.try_recv() {
         let ingest = edge_epoch + Duration::from_micros(r.send_time_us);
@@ -204,6 +207,15 @@ pub async fn run_with(sc: &Scenario, source_kind: SimSource) -> Result<RealRun> 
         if highest_out.is_some_and(|h| r.seq <= h) {
             out_of_order += 1;
         }
+        let sec = ingest.saturating_duration_since(t0).as_secs() as usize;
+        if missed_per_s.len() <= sec {
+            missed_per_s.resize(sec + 1, 0);
+        }
+        // Sequence numbers skipped since the last release were lost; count them in
+        // this packet's second.
+        if let Some(h) = highest_out {
+            missed_per_s[sec] += r.seq.saturating_sub(h + 1) as u32;
+        }
         highest_out = highest_out.max(Some(r.seq));
         let l = r.at.saturating_duration_since(ingest);
         if l <= budget {
@@ -211,6 +223,7 @@ pub async fn run_with(sc: &Scenario, source_kind: SimSource) -> Result<RealRun> 
             on_time_bytes += r.bytes as u64;
         } else {
             after_budget += 1;
+            missed_per_s[sec] += 1;
         }
         lat.push(l.as_secs_f64() * 1e3);
         if let Some(p) = last {
@@ -309,6 +322,7 @@ pub async fn run_with(sc: &Scenario, source_kind: SimSource) -> Result<RealRun> 
         produced,
         controller,
         relay_session,
+        missed_per_s,
     })
 }
 

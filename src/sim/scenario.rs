@@ -295,7 +295,7 @@ impl Scenario {
         let links = (0..n)
             .map(|i| {
                 let kind = if bps > 0.0 {
-                    format!("const{}m", bps / 1e6)
+                    format!("const{}m", bps / 1e6).replace('.', "p")
                 } else {
                     "unlimited".into()
                 };
