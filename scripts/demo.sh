@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Braid loopback demo: the whole job on this machine.
 #
-#   ffmpeg test pattern + tone --udp:5000--> braid edge --3 links (127.0.0.11/12/13)-->
+#   braid edge: test pattern with a running clock + tone -> x264enc + AAC -> MPEG-TS,
+#   bitrate set by the controller --3 links (127.0.0.11/12/13)-->
 #   braid emulate (127.0.0.1:7100, real LTE uplink traces, 40 ms each way) -->
 #   braid relay (127.0.0.1:7000, 500 ms latency) --udp:6000--> ffprobe
 #                                                --srt listener :9000--> srt-live-transmit -> ffprobe
 #                                                --file--> TMP/recordings/demo-*.ts (10 s segments)
 #
-# Uses only target/release/braid (override with BRAID=...) and ffmpeg/ffprobe.
+# Uses only target/release/braid (override with BRAID=...), GStreamer (in the edge)
+# and ffprobe / srt-live-transmit to check the outputs.
 # Environment:
 #   DEMO_SECONDS   how long to keep running after the checks (default 60; 0 = until Ctrl-C)
 #   BRAID_TRACES   mahimahi trace directory (default ../shared/traces/mahimahi)
@@ -27,7 +29,6 @@ DEMO_SECONDS="${DEMO_SECONDS:-60}"
 
 RELAY_LISTEN=127.0.0.1:7000
 EMU_LISTEN=127.0.0.1:7100
-INPUT=127.0.0.1:5000
 OUTPUT_PORT=6000
 SRT_PORT=9000
 EDGE_STATS=127.0.0.1:8081
@@ -38,7 +39,6 @@ LINK_TRACES=(Verizon-LTE-short.up TMobile-LTE-short.up ATT-LTE-driving.up)
 die() { echo "demo: error: $*" >&2; exit 1; }
 
 [[ -x "$BRAID" ]] || die "$BRAID not found; run 'make build' (or 'make demo') first"
-command -v ffmpeg >/dev/null || die "ffmpeg not found; run 'make deps'"
 command -v ffprobe >/dev/null || die "ffprobe not found; run 'make deps'"
 for t in "${LINK_TRACES[@]}"; do
     [[ -f "$TRACES/$t" ]] || die "trace $TRACES/$t missing; put ../shared beside the repo or set BRAID_TRACES"
@@ -192,8 +192,17 @@ fingerprint = "$RELAY_FP"
 latency_ms = 500
 
 [input]
-kind = "udp"
-listen = "$INPUT"
+# The built-in test signal through the real encoder (x264enc here; a Pi would take
+# its V4L2 hardware encoder with encoder = "auto"), under the bitrate controller.
+kind = "pattern"
+pattern = "ball"
+
+[video]
+encoder = "auto"
+width = 1280
+height = 720
+fps = 30
+max_kbps = 6000
 
 [stats]
 listen = "$EDGE_STATS"
@@ -216,11 +225,7 @@ start edge "$BRAID" edge --config "$TMP/edge.toml"
 sleep 1
 check_alive
 
-start ffmpeg ffmpeg -nostdin -hide_banner -loglevel error -re \
-    -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=1000 \
-    -c:v libx264 -preset veryfast -tune zerolatency -b:v 3M -maxrate 3M -bufsize 1M -g 30 \
-    -c:a aac -b:a 128k -f mpegts "udp://$INPUT?pkt_size=1316"
-echo "demo: relay, emulator, edge and ffmpeg running; logs in $TMP"
+echo "demo: relay, emulator and edge (test pattern -> x264enc) running; logs in $TMP"
 
 sleep 5
 check_alive
@@ -253,7 +258,7 @@ fi
 echo "demo: recording into $TMP/recordings: $(ls "$TMP/recordings" 2>/dev/null | tr '\n' ' ')"
 
 RELAY_COUNTERS=released,lost,late,duplicates,latency_ms,restarts,dropped_bytes
-EDGE_COUNTERS=state,rtt_ms,rate_bps,retransmits,duplicates
+EDGE_COUNTERS=state,rtt_ms,rate_bps,retransmits,duplicates,target_bps,source_bps,rung
 body="$(http_get "$RELAY_STATS" /api/stats 2>/dev/null)" || body=""
 echo "demo: relay stats (http://$RELAY_STATS/api/stats): $(summarize "$RELAY_COUNTERS" <<<"$body")"
 [[ -z "$body" ]] || printf '%s\n' "${body:0:4000}"
