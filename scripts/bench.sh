@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Braid benchmarks (docs/BENCHMARKS.md): runs the acceptance scenarios with
 # `braid sim` and prints each JSON report on stdout (headers go to stderr).
-# Reports are also saved in target/bench/NAME.json. Takes about 8 minutes: the
+# Reports are also saved in target/bench/NAME.json. Takes about 17 minutes: the
 # scenarios run in real time (QUIC over loopback through the link emulator).
 #
 # Environment:
@@ -40,6 +40,18 @@ run failover-clean --scenario failover-clean "${MODE[@]}"
 run failover-real --scenario failover-real "${MODE[@]}"
 # 5. Wire overhead when nothing is lost.
 run ideal-links --scenario ideal-links "${MODE[@]}"
+# 7. Encoder in the loop: test pattern (snow) through x264enc 720p30 under the bitrate
+#    controller on the dev traces (three runs: real-time runs vary), the capacity step,
+#    and the same in virtual time with the encoder model.
+if [[ "${BENCH_VIRTUAL:-0}" != 1 ]]; then
+    for i in 1 2 3; do
+        run "x264-dev-$i" --scenario dev --source x264
+    done
+    run x264-step --scenario capacity-step --source x264
+    python3 "$ROOT/scripts/plot_bitrate.py" "$OUT/x264-dev-1.json" "$OUT/bitrate-dev.svg"
+fi
+run x264-dev-virtual --scenario dev --source x264 --virtual
+run x264-step-virtual --scenario capacity-step --source x264 --virtual
 # 6. Relay ingest on one core, CPU per Gbit.
 if [[ "${BENCH_RELAY:-1}" == 1 ]]; then
     echo "== relay: scripts/bench-relay.sh" >&2
