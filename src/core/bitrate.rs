@@ -576,7 +576,7 @@ mod tests {
         assert!(after_1s < 3_300_000, "{after_1s}");
         // Idle links report only what they were given: the climb probes up to
         // probe_gain x their summed rate, no further.
-        assert_eq!(c.target().bps, 9_000_000);
+        assert_eq!(c.target().bps, 7_500_000);
     }
 
     #[test]
@@ -665,13 +665,13 @@ mod tests {
                 now += Duration::from_millis(50);
             }
         };
-        // 3 Mbit/s of links: target at most 4.5 < 6: 1080p -> 720p after 2 s.
+        // 3 Mbit/s of links: target at most 3.75 < 6: 1080p -> 720p after 2 s.
         run(&mut c, 1, 3.0);
         assert_eq!(c.target().rung, 0, "not before step_down_after");
         run(&mut c, 2, 3.0);
         assert_eq!(c.target().rung, 1);
-        // 4.5 Mbit/s: target up to 6.75 > 6 but < 6 x 1.3: stays at 720p.
-        run(&mut c, 20, 4.5);
+        // 5.5 Mbit/s: target up to 6.875 > 6 but < 6 x 1.3: stays at 720p.
+        run(&mut c, 20, 5.5);
         assert!(c.target().bps > 6_000_000);
         assert_eq!(c.target().rung, 1, "hysteresis");
         // 10 Mbit/s: target 12 > 7.8 for 8 s: back to 1080p.
