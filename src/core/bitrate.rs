@@ -599,7 +599,7 @@ mod tests {
         };
         c.handle_observation(t0 + Duration::from_millis(50), &halved(50));
         c.handle_observation(t0 + Duration::from_millis(100), &halved(100));
-        // (The target already follows the lower link rates: 1.5 x 5 Mbit/s.)
+        // (The target already follows the lower link rates: 1.25 x 5 Mbit/s.)
         assert_eq!(c.stats().cuts, 0, "not yet a standing queue");
         c.handle_observation(t0 + Duration::from_millis(150), &halved(150));
         let t = c.target().bps;
