@@ -296,8 +296,7 @@ fn step_trace(
                 .sum();
             let target = targets
                 .iter()
-                .filter(|t| t.0 < end)
-                .next_back()
+                .rfind(|t| t.0 < end)
                 .filter(|t| t.0 >= start.saturating_sub(Duration::from_millis(100)))
                 .map(|t| t.1);
             (k * 50, target, bytes as f64 * 8.0 / bin.as_secs_f64())
