@@ -212,17 +212,9 @@ pub struct AdaptiveReport {
     pub goodput_fraction: f64,
     pub on_time_fraction: f64,
     pub cuts: u64,
-    /// Capacity-step scenario: ms from the step until the encoder's output (trailing
-    /// [`FOLLOW_WINDOW`]) is at or under the new capacity.
-    pub follow_ms: Option<f64>,
-    /// Capacity-step scenario: ms from the step until the controller's target is at
-    /// or under the new capacity (to the 50 ms tick in virtual runs, to the 100 ms
-    /// sampling in real ones).
-    pub cut_ms: Option<f64>,
-    /// Capacity-step scenario: 50 ms bins from 200 ms before to 800 ms after the
-    /// step: (ms from the step, controller target bit/s at the bin's end if sampled,
-    /// encoder output bit/s in the bin).
-    pub step_trace: Vec<(i64, Option<u64>, f64)>,
+    /// Capacity-step scenario only.
+    #[serde(flatten)]
+    pub step: StepFigures,
     /// Relay's capture-to-output / ingest-to-output percentiles (real runs).
     pub relay_latency: Option<serde_json::Value>,
     /// (time s, TS bytes) of every encoded frame.
@@ -245,6 +237,37 @@ pub fn capacity_per_second(sc: &Scenario) -> Vec<f64> {
                 .sum()
         })
         .collect()
+}
+
+/// How the encoder followed the capacity step (all empty for other scenarios).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StepFigures {
+    /// ms from the step until the encoder's output (trailing [`FOLLOW_WINDOW`]) is at
+    /// or under the new capacity.
+    pub follow_ms: Option<f64>,
+    /// ms from the step until the controller's target is at or under the new capacity
+    /// (to the 50 ms tick in virtual runs, to the 100 ms sampling in real ones).
+    pub cut_ms: Option<f64>,
+    /// 50 ms bins from 200 ms before to 800 ms after the step: (ms from the step,
+    /// controller target bit/s at the bin's end if sampled, encoder output bit/s in
+    /// the bin).
+    pub step_trace: Vec<(i64, Option<u64>, f64)>,
+}
+
+impl StepFigures {
+    /// From what the encoder produced and the controller's states over the run.
+    pub fn of(
+        sc: &Scenario,
+        frames: &[(Duration, usize)],
+        ticks: &[(Duration, crate::core::bitrate::ControllerStats)],
+    ) -> StepFigures {
+        let targets: Vec<(Duration, u64)> = ticks.iter().map(|t| (t.0, t.1.target_bps)).collect();
+        StepFigures {
+            follow_ms: step_follow_ms(sc, frames),
+            cut_ms: step_cut_ms(sc, &targets),
+            step_trace: step_trace(sc, frames, &targets),
+        }
+    }
 }
 
 /// For the capacity-step scenario: how fast the encoder output followed the step.
@@ -348,22 +371,7 @@ pub fn report_real(
         goodput_fraction: goodput / counted.max(1.0),
         on_time_fraction: run.report.on_time_fraction,
         cuts: run.controller.last().map_or(0, |c| c.1.cuts),
-        follow_ms: step_follow_ms(sc, &run.produced),
-        cut_ms: step_cut_ms(
-            sc,
-            &run.controller
-                .iter()
-                .map(|t| (t.0, t.1.target_bps))
-                .collect::<Vec<_>>(),
-        ),
-        step_trace: step_trace(
-            sc,
-            &run.produced,
-            &run.controller
-                .iter()
-                .map(|t| (t.0, t.1.target_bps))
-                .collect::<Vec<_>>(),
-        ),
+        step: StepFigures::of(sc, &run.produced, &run.controller),
         relay_latency: run.relay_session.clone(),
         frames: Vec::new(),
         ticks: Vec::new(),
@@ -415,22 +423,7 @@ pub fn run(
         goodput_fraction: run.report.goodput_bps / counted.max(1.0),
         on_time_fraction: run.report.on_time_fraction,
         cuts: src.controller().stats().cuts,
-        follow_ms: step_follow_ms(sc, &src.frames),
-        cut_ms: step_cut_ms(
-            sc,
-            &src.ticks
-                .iter()
-                .map(|t| (t.0, t.1.target_bps))
-                .collect::<Vec<_>>(),
-        ),
-        step_trace: step_trace(
-            sc,
-            &src.frames,
-            &src.ticks
-                .iter()
-                .map(|t| (t.0, t.1.target_bps))
-                .collect::<Vec<_>>(),
-        ),
+        step: StepFigures::of(sc, &src.frames, &src.ticks),
         relay_latency: None,
         frames: src.frames.clone(),
         ticks: src.ticks.clone(),
