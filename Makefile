@@ -39,6 +39,7 @@ deps:
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing build-essential"; \
 	command -v srt-live-transmit >/dev/null 2>&1 || missing="$$missing srt-tools"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	command -v gst-inspect-1.0 >/dev/null 2>&1 || missing="$$missing gstreamer1.0-tools"; \
 	pkg-config --exists gstreamer-app-1.0 2>/dev/null || missing="$$missing libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev"; \
 	for pkg in $(GST_PLUGIN_PKGS); do \
@@ -72,6 +73,7 @@ test: deps check-traces
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets $(LOCKED) -- -D warnings
 	$(CARGO) test $(LOCKED)
+	scripts/verify-units.sh
 
 ## demo: relay + emulator + edge + ffmpeg on loopback (scripts/demo.sh; DEMO_SECONDS=60)
 demo: deps build check-traces

@@ -1,6 +1,7 @@
 //! System glue: signals and the stats HTTP endpoints.
 
 pub mod http;
+pub mod notify;
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (systemd stop).
 pub async fn shutdown_signal() {
