@@ -1,5 +1,6 @@
-//! System glue: signals and the stats HTTP endpoints.
+//! System glue: signals, the stats HTTP endpoints and atomic file writes.
 
+pub mod atomic;
 pub mod http;
 pub mod notify;
 

@@ -18,8 +18,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -129,15 +127,10 @@ pub fn write_identity(dir: &Path, basename: &str) -> Result<Fingerprint> {
     Ok(fp)
 }
 
+/// Written atomically: a power cut mid-write leaves no torn key file (which the
+/// existence check above would then refuse to replace).
 fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
+    crate::system::atomic::write_atomic_mode(path, data, mode)
         .with_context(|| format!("writing {}", path.display()))
 }
 
@@ -427,6 +420,10 @@ mod tests {
         let mode = fs::metadata(&key_path).unwrap().permissions();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.mode() & 0o777, 0o600);
+        let crt_mode = fs::metadata(dir.join("dev1.crt")).unwrap().permissions();
+        assert_eq!(crt_mode.mode() & 0o777, 0o644);
+        // Written atomically: no temporary file left behind.
+        assert!(crate::system::atomic::list_temps(&dir).unwrap().is_empty());
         let (chain, _key) = load_identity(&dir.join("dev1.crt"), &key_path).unwrap();
         assert_eq!(chain.len(), 1);
         assert_eq!(fingerprint(&chain[0]), fp);
