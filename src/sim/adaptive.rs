@@ -69,10 +69,6 @@ pub struct AdaptiveSource {
     applied_bps: u64,
     end: Instant,
     epoch: Instant,
-    /// Bits produced per second of the run.
-    pub encoded_bits: Vec<f64>,
-    /// Target at the end of each second.
-    pub targets: Vec<(u64, usize)>,
     /// (time since start, TS bytes) of every encoded frame.
     pub frames: Vec<(Duration, usize)>,
     /// The controller's state after every tick.
@@ -82,7 +78,6 @@ pub struct AdaptiveSource {
 impl AdaptiveSource {
     pub fn new(sc: &Scenario, cfg: ControllerConfig, enc: EncoderModel, epoch: Instant) -> Self {
         let ctl = Controller::new(cfg, epoch);
-        let secs = sc.duration.as_secs() as usize + 1;
         AdaptiveSource {
             applied_bps: ctl.target().bps,
             ctl,
@@ -94,8 +89,6 @@ impl AdaptiveSource {
             frame: 0,
             end: epoch + sc.duration,
             epoch,
-            encoded_bits: vec![0.0; secs],
-            targets: vec![(0, 0); secs],
             frames: Vec::new(),
             ticks: Vec::new(),
         }
@@ -129,15 +122,11 @@ impl VirtSource for AdaptiveSource {
     }
 
     fn handle_timeout(&mut self, now: Instant, tx: &mut Sender) -> u64 {
-        let sec = now.duration_since(self.epoch).as_secs() as usize;
         if now >= self.ctl.poll_timeout() {
             self.ctl.handle_observation(now, &tx.observe());
             while self.ctl.poll_event().is_some() {}
             self.ticks
                 .push((now.duration_since(self.epoch), self.ctl.stats()));
-            if let Some(t) = self.targets.get_mut(sec) {
-                *t = (self.ctl.target().bps, self.ctl.target().rung);
-            }
         }
         let mut pushed = 0;
         while self.next_frame <= now && self.next_frame < self.end {
@@ -156,9 +145,6 @@ impl VirtSource for AdaptiveSource {
             }
             self.frames
                 .push((now.duration_since(self.epoch), packets * TS_PACKET));
-            if let Some(b) = self.encoded_bits.get_mut(sec) {
-                *b += (packets * TS_PACKET * 8) as f64;
-            }
             self.frame += 1;
             self.next_frame += self.frame_interval();
             // The encoder picks up the current target for its next frame.
@@ -327,6 +313,74 @@ fn step_trace(
         .collect()
 }
 
+/// What one adaptive run observed, real or virtual, for [`AdaptiveReport::build`].
+pub struct Observed<'a> {
+    /// (time since start, TS bytes) of everything the encoder produced.
+    pub produced: &'a [(Duration, usize)],
+    /// (time since start, controller state), in time order.
+    pub ticks: &'a [(Duration, crate::core::bitrate::ControllerStats)],
+    /// Media datagrams lost or late per second (empty: not counted).
+    pub missed_per_s: &'a [u32],
+    pub transport: &'a super::scenario::SimReport,
+    pub relay_latency: Option<serde_json::Value>,
+}
+
+impl AdaptiveReport {
+    /// Bins what a run observed into seconds and adds the goodput figures.
+    pub fn build(
+        sc: &Scenario,
+        ceiling_bps: u64,
+        floor_bps: u64,
+        o: Observed<'_>,
+    ) -> AdaptiveReport {
+        let caps = capacity_per_second(sc);
+        let counted: f64 =
+            caps.iter().map(|c| c.min(ceiling_bps as f64)).sum::<f64>() / caps.len().max(1) as f64;
+        let mut encoded = vec![0.0; caps.len()];
+        for (t, b) in o.produced {
+            if let Some(e) = encoded.get_mut(t.as_secs() as usize) {
+                *e += *b as f64 * 8.0;
+            }
+        }
+        // The target at the last look of each second.
+        let mut targets = vec![(0u64, 0usize); caps.len()];
+        for (t, st) in o.ticks {
+            if let Some(x) = targets.get_mut(t.as_secs() as usize) {
+                *x = (st.target_bps, st.rung);
+            }
+        }
+        let seconds = caps
+            .iter()
+            .enumerate()
+            .map(|(i, c)| SecondSample {
+                t_s: i as u32,
+                capacity_bps: *c,
+                target_bps: targets[i].0,
+                encoded_bps: encoded[i],
+                rung: targets[i].1,
+                missed: o.missed_per_s.get(i).copied().unwrap_or(0),
+            })
+            .collect();
+        let goodput = o.transport.goodput_bps;
+        AdaptiveReport {
+            scenario: sc.name.clone(),
+            ceiling_bps,
+            floor_bps,
+            counted_capacity_bps: counted,
+            goodput_bps: goodput,
+            goodput_fraction: goodput / counted.max(1.0),
+            on_time_fraction: o.transport.on_time_fraction,
+            cuts: o.ticks.last().map_or(0, |c| c.1.cuts),
+            step: StepFigures::of(sc, o.produced, o.ticks),
+            relay_latency: o.relay_latency,
+            frames: o.produced.to_vec(),
+            ticks: o.ticks.to_vec(),
+            seconds,
+            transport: o.transport.clone(),
+        }
+    }
+}
+
 /// The adaptive report of a real-time run with the encoder in the loop.
 pub fn report_real(
     sc: &Scenario,
@@ -334,50 +388,18 @@ pub fn report_real(
     ceiling_bps: u64,
     floor_bps: u64,
 ) -> AdaptiveReport {
-    let caps = capacity_per_second(sc);
-    let counted: f64 =
-        caps.iter().map(|c| c.min(ceiling_bps as f64)).sum::<f64>() / caps.len().max(1) as f64;
-    let mut encoded = vec![0.0; caps.len()];
-    for (t, b) in &run.produced {
-        if let Some(e) = encoded.get_mut(t.as_secs() as usize) {
-            *e += *b as f64 * 8.0;
-        }
-    }
-    let mut targets = vec![(0u64, 0usize); caps.len()];
-    for (t, st) in &run.controller {
-        if let Some(x) = targets.get_mut(t.as_secs() as usize) {
-            *x = (st.target_bps, st.rung);
-        }
-    }
-    let seconds = caps
-        .iter()
-        .enumerate()
-        .map(|(i, c)| SecondSample {
-            t_s: i as u32,
-            capacity_bps: *c,
-            target_bps: targets[i].0,
-            encoded_bps: encoded[i],
-            rung: targets[i].1,
-            missed: run.missed_per_s.get(i).copied().unwrap_or(0),
-        })
-        .collect();
-    let goodput = run.report.goodput_bps;
-    AdaptiveReport {
-        scenario: sc.name.clone(),
+    AdaptiveReport::build(
+        sc,
         ceiling_bps,
         floor_bps,
-        counted_capacity_bps: counted,
-        goodput_bps: goodput,
-        goodput_fraction: goodput / counted.max(1.0),
-        on_time_fraction: run.report.on_time_fraction,
-        cuts: run.controller.last().map_or(0, |c| c.1.cuts),
-        step: StepFigures::of(sc, &run.produced, &run.controller),
-        relay_latency: run.relay_session.clone(),
-        frames: Vec::new(),
-        ticks: Vec::new(),
-        seconds,
-        transport: run.report.clone(),
-    }
+        Observed {
+            produced: &run.produced,
+            ticks: &run.controller,
+            missed_per_s: &run.missed_per_s,
+            transport: &run.report,
+            relay_latency: run.relay_session.clone(),
+        },
+    )
 }
 
 /// `sc` with the sender tuned as the edge tunes it when the source adapts.
@@ -400,36 +422,18 @@ pub fn run(
     let (ceiling, floor) = (cfg.ceiling_bps, cfg.floor_bps);
     let mut src = AdaptiveSource::new(sc, cfg, enc, epoch);
     let run = run_with_source(sc, epoch, &mut src);
-    let caps = capacity_per_second(sc);
-    let counted: f64 = caps.iter().map(|c| c.min(ceiling as f64)).sum::<f64>() / caps.len() as f64;
-    let seconds = caps
-        .iter()
-        .enumerate()
-        .map(|(i, c)| SecondSample {
-            t_s: i as u32,
-            capacity_bps: *c,
-            target_bps: src.targets[i].0,
-            encoded_bps: src.encoded_bits[i],
-            rung: src.targets[i].1,
-            missed: 0,
-        })
-        .collect();
-    let report = AdaptiveReport {
-        scenario: sc.name.clone(),
-        ceiling_bps: ceiling,
-        floor_bps: floor,
-        counted_capacity_bps: counted,
-        goodput_bps: run.report.goodput_bps,
-        goodput_fraction: run.report.goodput_bps / counted.max(1.0),
-        on_time_fraction: run.report.on_time_fraction,
-        cuts: src.controller().stats().cuts,
-        step: StepFigures::of(sc, &src.frames, &src.ticks),
-        relay_latency: None,
-        frames: src.frames.clone(),
-        ticks: src.ticks.clone(),
-        seconds,
-        transport: run.report.clone(),
-    };
+    let report = AdaptiveReport::build(
+        sc,
+        ceiling,
+        floor,
+        Observed {
+            produced: &src.frames,
+            ticks: &src.ticks,
+            missed_per_s: &[],
+            transport: &run.report,
+            relay_latency: None,
+        },
+    );
     (report, run)
 }
 
