@@ -1,5 +1,6 @@
-//! The daemons speak systemd's notify protocol: `braid relay` started with a
-//! `NOTIFY_SOCKET` (a datagram socket this test binds, as systemd would) and a
+//! The daemons speak systemd's notify protocol: `braid relay` and `braid edge`
+//! started with a `NOTIFY_SOCKET` (a datagram socket this test binds, as systemd
+//! would) and a
 //! `WATCHDOG_USEC` sends `READY=1` once it listens, then `WATCHDOG=1` at half the
 //! watchdog timeout while its loop answers, and `STOPPING=1` on SIGTERM.
 
@@ -26,20 +27,51 @@ fn relay_sends_ready_watchdog_and_stopping() {
         ),
     )
     .expect("config");
-    let sock_path = d.join("notify.sock");
+    check_notify(d, &["relay", "--config"], &cfg);
+}
+
+/// The edge feeds the watchdog from its core task's liveness; no relay needs to
+/// answer for that (its link keeps retrying in the background).
+#[test]
+fn edge_sends_ready_watchdog_and_stopping() {
+    let dir = TempDir::new("notify-edge").expect("tempdir");
+    let d = dir.path();
+    tls::write_identity(d, "device").expect("device identity");
+    let relay = tls::write_identity(d, "relay").expect("relay identity");
+    let cfg = d.join("edge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[device]\nid = \"dev\"\ncert = \"device.crt\"\nkey = \"device.key\"\n\
+             [relay]\naddress = \"127.0.0.1:9\"\nfingerprint = \"{}\"\n\
+             [input]\nkind = \"test\"\nrate_kbps = 500\n\
+             [stats]\nlisten = \"127.0.0.1:0\"\n\
+             [[link]]\nname = \"lo\"\nbind = \"127.0.0.1\"\n",
+            tls::format_fingerprint(&relay)
+        ),
+    )
+    .expect("config");
+    check_notify(d, &["edge", "--config"], &cfg);
+}
+
+/// Runs `braid ARGS CONFIG` with a fake NOTIFY_SOCKET in `dir` and
+/// WATCHDOG_USEC=400 ms: READY=1 first, 3..=8 keep-alives in a second, STOPPING=1
+/// and a clean exit on SIGTERM.
+fn check_notify(dir: &std::path::Path, args: &[&str], cfg: &std::path::Path) {
+    let sock_path = dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let mut child = Command::new(env!("CARGO_BIN_EXE_braid"))
-        .args(["relay", "--config"])
-        .arg(&cfg)
+        .args(args)
+        .arg(cfg)
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "400000")
         .env_remove("WATCHDOG_PID")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn braid relay");
+        .expect("spawn braid");
     let mut buf = [0u8; 512];
     let mut recv = || -> String {
         let n = sock.recv(&mut buf).expect("a notification within 10 s");

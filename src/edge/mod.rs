@@ -414,34 +414,17 @@ pub async fn run(cfg: EdgeConfig) -> Result<()> {
     use crate::system::notify;
     let h = start(cfg, EdgeOptions::default()).await?;
     tracing::info!("edge running");
-    notify::ready();
     // The systemd watchdog is fed only while the core task refreshes the stats
     // (every 100 ms): a hung core loop stops the pings and systemd restarts us.
-    let mut watchdog = notify::Watchdog::from_env();
-    let look = watchdog
-        .interval()
-        .map_or(Duration::from_secs(3600), |i| i / 2);
-    let mut tick = tokio::time::interval(look);
     let mut last_uptime = -1.0;
-    let signal = crate::system::shutdown_signal();
-    tokio::pin!(signal);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut signal => break,
-            _ = tick.tick() => {
-                let uptime = h.stats().uptime_s;
-                if uptime > last_uptime {
-                    watchdog.ping(Instant::now());
-                    last_uptime = uptime;
-                } else {
-                    tracing::error!("core task has not refreshed its stats: withholding the watchdog");
-                }
-            }
-        }
-    }
+    notify::serve_until_signal("the edge's core task", |_| {
+        let uptime = h.stats().uptime_s;
+        let alive = uptime > last_uptime;
+        last_uptime = uptime;
+        std::future::ready(alive)
+    })
+    .await;
     tracing::info!("shutting down");
-    notify::stopping();
     h.shutdown().await;
     Ok(())
 }

@@ -304,30 +304,14 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let cfg = config::load_relay(config_path)?;
     use crate::system::notify;
     let relay = start(cfg, RelayOptions::default()).await?;
-    notify::ready();
     // The systemd watchdog is fed only while the relay answers a stats request
     // (which every session task serves): a hung loop stops the pings.
-    let mut watchdog = notify::Watchdog::from_env();
-    let look = watchdog
-        .interval()
-        .map_or(Duration::from_secs(3600), |i| i / 2);
-    let mut tick = tokio::time::interval(look);
-    let signal = crate::system::shutdown_signal();
-    tokio::pin!(signal);
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut signal => break,
-            _ = tick.tick() => {
-                match tokio::time::timeout(look, relay.stats()).await {
-                    Ok(_) => { watchdog.ping(Instant::now()); }
-                    Err(_) => tracing::error!("relay did not answer a stats request: withholding the watchdog"),
-                }
-            }
-        }
-    }
+    let relay_ref = &relay;
+    notify::serve_until_signal("the relay", |look| async move {
+        tokio::time::timeout(look, relay_ref.stats()).await.is_ok()
+    })
+    .await;
     tracing::info!("signal received; shutting down");
-    notify::stopping();
     relay.shutdown().await;
     Ok(())
 }

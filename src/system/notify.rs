@@ -25,6 +25,38 @@ pub fn status(line: &str) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(line)]);
 }
 
+/// Tells systemd the daemon is ready, then until SIGINT/SIGTERM feeds the watchdog
+/// (if one is configured) each time `alive` answers true within `look` (its
+/// argument: how long it may take). Returns after sending `STOPPING=1`.
+pub async fn serve_until_signal<F, Fut>(what: &str, mut alive: F)
+where
+    F: FnMut(Duration) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    ready();
+    let mut watchdog = Watchdog::from_env();
+    let look = watchdog
+        .interval()
+        .map_or(Duration::from_secs(3600), |i| i / 2);
+    let mut tick = tokio::time::interval(look);
+    let signal = super::shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut signal => break,
+            _ = tick.tick() => {
+                if alive(look).await {
+                    watchdog.ping(Instant::now());
+                } else {
+                    tracing::error!("{what} is not answering: withholding the systemd watchdog");
+                }
+            }
+        }
+    }
+    stopping();
+}
+
 /// The watchdog's keep-alive schedule: half of systemd's `WatchdogSec`, as
 /// sd_watchdog_enabled(3) advises.
 #[derive(Debug, Clone)]
