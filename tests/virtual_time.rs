@@ -11,6 +11,7 @@ use braid::sim::scenario::{LinkEventKind, Scenario, ScenarioLink, SimReport};
 use braid::sim::trace::{traces_dir, Trace};
 use braid::sim::virt::{self, VirtRun};
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -438,7 +439,14 @@ fn const_link(i: usize, mbps: f64, delay_ms: u64, loss: f64) -> ScenarioLink {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+    // A fixed seed: CI must not go red on a case no commit introduced (it did, once:
+    // see `lossy_long_link_beside_a_slow_short_one`). `sweep_random_link_sets` explores
+    // 300 cases; `PROPTEST_RNG_SEED` does not override a seed set here, change it to explore.
+    #![proptest_config(ProptestConfig {
+        cases: 6,
+        rng_seed: RngSeed::Fixed(0x6272_6169_64),
+        ..ProptestConfig::default()
+    })]
 
     /// Random sets of 2-4 constant links (1-10 Mbit/s, 10-150 ms, 0-3 % loss), input
     /// at most half the total capacity: >= 99.5 % on time, output in order, no late
@@ -493,6 +501,86 @@ fn release_is_late_when_the_lowest_rtt_link_is_slow() {
     eprintln!("release latency p50 {} ms, budget 500 ms", lat.p50_ms);
     assert!(
         r.report.on_time_fraction >= 0.995,
+        "{}",
+        r.report.on_time_fraction
+    );
+}
+
+/// Regression found by `random_link_sets` in CI: a fast, lossy, long link (8.5 Mbit/s,
+/// 133 ms, 2.9 % loss) beside a slow short one (1 Mbit/s, 10 ms) at 4.5 Mbit/s.
+#[test]
+fn lossy_long_link_beside_a_slow_short_one() {
+    let r = run(&random_scenario(
+        &[
+            (1.0, 10, 0.0),
+            (8.547922882117843, 133, 0.02890907981286529),
+        ],
+        0.47065901643022007,
+    ));
+    check_invariants(&r);
+    eprintln!("{:?}", r.sender);
+    assert!(
+        r.report.on_time_fraction >= 0.995,
+        "{}",
+        r.report.on_time_fraction
+    );
+}
+
+/// Sweep of `random_link_sets`' space with a fixed seed: how many of 300 cases miss
+/// 99.5 % on time, and why (edge expiries at startup vs losses after it). Run with
+/// `cargo test --release --test virtual_time sweep_random_link_sets -- --ignored --nocapture`.
+#[test]
+#[ignore = "sweep for development (300 cases, ~40 s)"]
+fn sweep_random_link_sets() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    let (mut below, mut worst) = (0, 1.0f64);
+    for _ in 0..300 {
+        let n = rng.gen_range(2..=4);
+        let links: Vec<(f64, u64, f64)> = (0..n)
+            .map(|_| {
+                (
+                    rng.gen_range(1.0..10.0),
+                    rng.gen_range(10..150),
+                    rng.gen_range(0.0..0.03),
+                )
+            })
+            .collect();
+        let load = rng.gen_range(0.2..0.5);
+        let r = run(&random_scenario(&links, load));
+        let f = r.report.on_time_fraction;
+        worst = worst.min(f);
+        if f < 0.995 {
+            below += 1;
+            eprintln!(
+                "MISS {f:.5} unsent {} unrepaired {} lost {} late {} {links:?} load {load:.3}",
+                r.sender.expired_unsent,
+                r.sender.expired_unrepaired,
+                r.report.lost,
+                r.report.delivered_late
+            );
+        }
+    }
+    eprintln!("SWEEP below 99.5 %: {below} of 300, worst {worst:.5}");
+}
+
+/// Regression found by `random_link_sets` (seed sweep): two long lossless links
+/// (3.2 Mbit/s / 146 ms, 9.3 Mbit/s / 136 ms) at 3.75 Mbit/s from the first
+/// millisecond. Before links had a startup phase, their rate estimates fell below the
+/// 1 Mbit/s initial guess during the first RTT and 41 packets expired at the edge.
+#[test]
+fn long_links_start_without_expiring_at_the_edge() {
+    let r = run(&random_scenario(
+        &[
+            (3.2091072223196164, 146, 0.0),
+            (9.315375179672957, 136, 0.0),
+        ],
+        0.29927782456253765,
+    ));
+    check_invariants(&r);
+    assert_eq!(r.sender.expired_unsent, 0);
+    assert!(
+        r.report.on_time_fraction >= 0.999,
         "{}",
         r.report.on_time_fraction
     );
