@@ -120,6 +120,97 @@ impl Classifier {
     }
 }
 
+fn is_video_stream_type(t: u8) -> bool {
+    // MPEG-2 video, MPEG-4 part 2, H.264, H.265
+    matches!(t, 0x02 | 0x10 | 0x1b | 0x24)
+}
+
+/// Cuts a muxed TS stream into one slice per video frame: everything the muxer put
+/// out (video, audio, PSI) from the start of one video PES to the start of the next.
+/// The muxer leaves in bursts that have nothing to do with frames (audio and video
+/// interleave), so a rate judged per slice, over a few frames, says what the encoder
+/// produced per frame interval without the burst noise of a wall-clock window.
+/// `T` is the caller's timestamp for a group of packets.
+#[derive(Debug)]
+pub struct FrameSlicer<T> {
+    pmt_pids: HashSet<u16>,
+    video_pid: Option<u16>,
+    /// TS bytes since the current video PES started and when its last packet came
+    /// (None: none started yet).
+    current: Option<(usize, T)>,
+}
+
+impl<T: Copy> Default for FrameSlicer<T> {
+    fn default() -> Self {
+        Self {
+            pmt_pids: HashSet::new(),
+            video_pid: None,
+            current: None,
+        }
+    }
+}
+
+impl<T: Copy> FrameSlicer<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds whole TS packets that left the muxer at `at`; returns every frame slice
+    /// they complete (a slice completes when the next video PES starts) as (when its
+    /// last packet left, TS bytes).
+    pub fn push(&mut self, at: T, packets: &[u8]) -> Vec<(T, usize)> {
+        let mut done = Vec::new();
+        for p in packets.chunks_exact(TS_PACKET) {
+            if p[0] != SYNC {
+                continue;
+            }
+            let pid = pid(p);
+            if pid == 0 {
+                self.learn_pat(p);
+            } else if self.pmt_pids.contains(&pid) {
+                self.learn_pmt(p);
+            } else if Some(pid) == self.video_pid && p[1] & 0x40 != 0 {
+                if let Some((bytes, last)) = self.current.replace((0, at)) {
+                    done.push((last, bytes));
+                }
+            }
+            if let Some(c) = &mut self.current {
+                c.0 += TS_PACKET;
+                c.1 = at;
+            }
+        }
+        done
+    }
+
+    fn learn_pat(&mut self, p: &[u8]) {
+        let mut c = Classifier::new();
+        c.learn_pat(p);
+        self.pmt_pids.extend(c.pmt_pids);
+    }
+
+    fn learn_pmt(&mut self, p: &[u8]) {
+        if self.video_pid.is_some() {
+            return;
+        }
+        let Some(s) = section(p) else { return };
+        if s.len() < 16 || s[0] != 0x02 {
+            return;
+        }
+        let info_len = (usize::from(s[10] & 0x0f) << 8) | usize::from(s[11]);
+        let mut i = 12 + info_len;
+        let end = s.len() - 4;
+        while i + 5 <= end {
+            let epid = (u16::from(s[i + 1] & 0x1f) << 8) | u16::from(s[i + 2]);
+            if is_video_stream_type(s[i]) {
+                self.video_pid = Some(epid);
+                return;
+            }
+            let es_info = (usize::from(s[i + 3] & 0x0f) << 8) | usize::from(s[i + 4]);
+            i += 5 + es_info;
+        }
+    }
+}
+
 /// Groups an input byte stream into runs of up to `per_group` whole TS packets,
 /// resynchronising on the 0x47 sync byte after junk. Counts bytes skipped.
 #[derive(Debug)]
@@ -358,6 +449,30 @@ mod tests {
         assert!(out.iter().all(|g| g.len() == 7 * TS_PACKET));
         assert_eq!(p.flush().map(|v| v.len()), Some(TS_PACKET));
         assert_eq!(p.flush(), None);
+    }
+
+    #[test]
+    fn frame_slicer_cuts_at_video_pes_starts() {
+        // The test stream starts one video PES a second (its keyframe marker): with
+        // 400 packets a second, every slice is 400 packets, PAT/PMT/audio included
+        // (PES starts at packets 2, 402, 802 and 1202: three slices complete).
+        let mut s = TestStream::new();
+        let mut f = FrameSlicer::new();
+        let mut slices = Vec::new();
+        for i in 0..1203 {
+            slices.extend(f.push(i, &s.next_packet(400)));
+        }
+        // Each slice is timed by its last packet (the one before the next PES start).
+        assert_eq!(
+            slices,
+            vec![
+                (401, 400 * TS_PACKET),
+                (801, 400 * TS_PACKET),
+                (1201, 400 * TS_PACKET)
+            ]
+        );
+        // Junk between packets is skipped, not counted.
+        assert!(f.push(0, &[0u8; TS_PACKET]).is_empty());
     }
 
     #[test]

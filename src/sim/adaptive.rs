@@ -157,8 +157,35 @@ impl VirtSource for AdaptiveSource {
 /// Window over which the encoder's output rate is judged in [`follow_time`].
 /// 200 ms: the encoder's TS leaves the muxer in bursts (50 ms bins of a steady 9
 /// Mbit/s stream range from 0.4 to 18 Mbit/s as audio and video interleave), so a
-/// shorter window crosses any threshold by chance, before or without a cut.
+/// shorter wall-clock window crosses any threshold by chance, before or without a cut.
+/// Being a trailing window it also lags the output by up to its length: an encoder
+/// that halves at once is seen under a new capacity 1.6x below the old rate only
+/// ~150 ms later. [`follow_time_frames`] avoids both.
 pub const FOLLOW_WINDOW: Duration = Duration::from_millis(200);
+
+/// Frames over which [`follow_time_frames`] judges the output rate (100 ms at 30 fps).
+pub const FOLLOW_FRAMES: usize = 3;
+
+/// How long after `step` the encoder's output first runs at or below `capacity_bps`,
+/// judged per video frame: `frames` are (when the frame's last TS packet left the
+/// muxer, TS bytes from its video PES start to the next one, audio and PSI
+/// included — see [`crate::core::ts::FrameSlicer`]), and the rate of the last
+/// [`FOLLOW_FRAMES`] frames is their bytes at `fps`. The acceptance figure.
+pub fn follow_time_frames(
+    frames: &[(Duration, usize)],
+    fps: f64,
+    step: Duration,
+    capacity_bps: f64,
+) -> Option<Duration> {
+    frames
+        .windows(FOLLOW_FRAMES)
+        .find(|w| {
+            let last = w[FOLLOW_FRAMES - 1].0;
+            let bytes: usize = w.iter().map(|f| f.1).sum();
+            last >= step && bytes as f64 * 8.0 * fps / FOLLOW_FRAMES as f64 <= capacity_bps
+        })
+        .map(|w| w[FOLLOW_FRAMES - 1].0 - step)
+}
 
 /// How long after `step` the encoder's *output* (not its setting) first runs at or
 /// below `capacity_bps`, judged over the trailing [`FOLLOW_WINDOW`]: the acceptance
@@ -228,11 +255,14 @@ pub fn capacity_per_second(sc: &Scenario) -> Vec<f64> {
 /// How the encoder followed the capacity step (all empty for other scenarios).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct StepFigures {
-    /// ms from the step until the encoder's output (trailing [`FOLLOW_WINDOW`]) is at
-    /// or under the new capacity.
+    /// ms from the step until the encoder's output, over its last [`FOLLOW_FRAMES`]
+    /// video frames, is at or under the new capacity ([`follow_time_frames`]).
     pub follow_ms: Option<f64>,
+    /// The same over a trailing [`FOLLOW_WINDOW`] of muxer output (the figure
+    /// reported before per-frame slicing; lags by up to the window).
+    pub follow_ms_200: Option<f64>,
     /// ms from the step until the controller's target is at or under the new capacity
-    /// (to the 50 ms tick in virtual runs, to the 100 ms sampling in real ones).
+    /// (to the 50 ms tick in virtual runs; real runs record each target change).
     pub cut_ms: Option<f64>,
     /// 50 ms bins from 200 ms before to 800 ms after the step: (ms from the step,
     /// controller target bit/s at the bin's end if sampled, encoder output bit/s in
@@ -241,31 +271,30 @@ pub struct StepFigures {
 }
 
 impl StepFigures {
-    /// From what the encoder produced and the controller's states over the run.
-    pub fn of(
-        sc: &Scenario,
-        frames: &[(Duration, usize)],
-        ticks: &[(Duration, crate::core::bitrate::ControllerStats)],
-    ) -> StepFigures {
-        let targets: Vec<(Duration, u64)> = ticks.iter().map(|t| (t.0, t.1.target_bps)).collect();
+    /// From what the encoder produced and the controller's targets over the run.
+    pub fn of(sc: &Scenario, o: &Observed<'_>) -> StepFigures {
+        let targets: Vec<(Duration, u64)> = if o.targets.is_empty() {
+            o.ticks.iter().map(|t| (t.0, t.1.target_bps)).collect()
+        } else {
+            o.targets.to_vec()
+        };
+        if sc.name != "capacity-step" {
+            return StepFigures::default();
+        }
+        let at = super::scenario::CAPACITY_STEP_AT;
+        let after = capacity_per_second(sc)
+            .get(at.as_secs() as usize + 1)
+            .copied();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         StepFigures {
-            follow_ms: step_follow_ms(sc, frames),
+            follow_ms: after
+                .and_then(|c| follow_time_frames(o.video_frames, o.fps, at, c))
+                .map(ms),
+            follow_ms_200: after.and_then(|c| follow_time(o.produced, at, c)).map(ms),
             cut_ms: step_cut_ms(sc, &targets),
-            step_trace: step_trace(sc, frames, &targets),
+            step_trace: step_trace(sc, o.produced, &targets),
         }
     }
-}
-
-/// For the capacity-step scenario: how fast the encoder output followed the step.
-fn step_follow_ms(sc: &Scenario, frames: &[(Duration, usize)]) -> Option<f64> {
-    if sc.name != "capacity-step" {
-        return None;
-    }
-    let at = super::scenario::CAPACITY_STEP_AT;
-    let after: f64 = capacity_per_second(sc)
-        .get(at.as_secs() as usize + 1)
-        .copied()?;
-    follow_time(frames, at, after).map(|d| d.as_secs_f64() * 1e3)
 }
 
 fn step_cut_ms(sc: &Scenario, targets: &[(Duration, u64)]) -> Option<f64> {
@@ -317,6 +346,12 @@ fn step_trace(
 pub struct Observed<'a> {
     /// (time since start, TS bytes) of everything the encoder produced.
     pub produced: &'a [(Duration, usize)],
+    /// The same cut per video frame (see [`follow_time_frames`]).
+    pub video_frames: &'a [(Duration, usize)],
+    pub fps: f64,
+    /// (time since start, target bit/s) at every change, when recorded (real runs);
+    /// empty: taken from `ticks`.
+    pub targets: &'a [(Duration, u64)],
     /// (time since start, controller state), in time order.
     pub ticks: &'a [(Duration, crate::core::bitrate::ControllerStats)],
     /// Media datagrams lost or late per second (empty: not counted).
@@ -371,7 +406,7 @@ impl AdaptiveReport {
             goodput_fraction: goodput / counted.max(1.0),
             on_time_fraction: o.transport.on_time_fraction,
             cuts: o.ticks.last().map_or(0, |c| c.1.cuts),
-            step: StepFigures::of(sc, o.produced, o.ticks),
+            step: StepFigures::of(sc, &o),
             relay_latency: o.relay_latency,
             frames: o.produced.to_vec(),
             ticks: o.ticks.to_vec(),
@@ -394,6 +429,9 @@ pub fn report_real(
         floor_bps,
         Observed {
             produced: &run.produced,
+            video_frames: &run.video_frames,
+            fps: run.fps,
+            targets: &run.targets,
             ticks: &run.controller,
             missed_per_s: &run.missed_per_s,
             transport: &run.report,
@@ -428,6 +466,10 @@ pub fn run(
         floor,
         Observed {
             produced: &src.frames,
+            // The model pushes each frame whole at its capture time.
+            video_frames: &src.frames,
+            fps: f64::from(src.enc.fps),
+            targets: &[],
             ticks: &src.ticks,
             missed_per_s: &[],
             transport: &run.report,
@@ -488,10 +530,10 @@ mod tests {
     }
 
     #[test]
-    /// The issue asks for 300 ms; measured on the encoder's output over a 200 ms
-    /// window this model reaches ~370 ms (the controller itself cuts after ~100-150
-    /// ms: `cut_ms`). This guards what holds today; see docs/BENCHMARKS.md.
-    fn capacity_halving_is_followed_by_the_encoder_output_within_400ms() {
+    /// The issue asks for 300 ms, measured on the encoder's output: per video frame
+    /// (last 3 frames) this model follows in ~267 ms (the controller cuts after
+    /// ~100-150 ms: `cut_ms`); over a trailing 200 ms window of output, ~370 ms.
+    fn capacity_halving_is_followed_by_the_encoder_output_within_300ms() {
         use crate::sim::scenario::CAPACITY_STEP_AT;
         let sc = adaptive_scenario(&Scenario::capacity_step());
         let (r, _) = run(
@@ -514,18 +556,22 @@ mod tests {
                 );
             }
         }
-        let follow = follow_time(&r.frames, CAPACITY_STEP_AT, 6e6).expect("follows");
+        let follow = follow_time_frames(&r.frames, 30.0, CAPACITY_STEP_AT, 6e6).expect("follows");
+        let windowed = follow_time(&r.frames, CAPACITY_STEP_AT, 6e6).expect("follows");
         eprintln!(
-            "before step {:.2} Mbit/s; output <= 6 Mbit/s {} ms after the step; on time {:.5}",
+            "before step {:.2} Mbit/s; output <= 6 Mbit/s {} ms after the step \
+             ({} ms over a 200 ms window); on time {:.5}",
             before / 1e6,
             follow.as_millis(),
+            windowed.as_millis(),
             r.on_time_fraction
         );
         assert!(
             before > 8e6,
             "the encoder used the links before the step: {before}"
         );
-        assert!(follow <= Duration::from_millis(400), "{follow:?}");
+        assert!(follow <= Duration::from_millis(300), "{follow:?}");
+        assert!(windowed <= Duration::from_millis(400), "{windowed:?}");
         assert!(r.on_time_fraction >= 0.999, "{}", r.on_time_fraction);
     }
 

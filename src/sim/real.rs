@@ -36,6 +36,12 @@ pub struct RealRun {
     pub t0: Instant,
     /// (time since t0, TS bytes) of everything the source produced.
     pub produced: Vec<(Duration, usize)>,
+    /// The same cut per video frame ([`crate::core::ts::FrameSlicer`]).
+    pub video_frames: Vec<(Duration, usize)>,
+    /// Frame rate of the encoder source (0 for the test source).
+    pub fps: f64,
+    /// (time since t0, target bit/s) at every change the source was told of.
+    pub targets: Vec<(Duration, u64)>,
     /// (time since t0, controller stats) sampled every 100 ms.
     pub controller: Vec<(Duration, crate::core::bitrate::ControllerStats)>,
     /// The relay's capture-to-output and ingest-to-output percentiles at the end.
@@ -131,12 +137,16 @@ pub async fn run_with(sc: &Scenario, source_kind: SimSource) -> Result<RealRun> 
                 .0
         }
     };
-    let produced = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let fps = match &source_kind {
+        SimSource::Test => 0.0,
+        SimSource::Encoder { video, .. } => f64::from(video.fps),
+    };
+    let record = Recorded::default();
     let source: Box<dyn MediaSource> = Box::new(GatedSource {
         go: go_rx,
         inner,
         t0,
-        produced: produced.clone(),
+        record: record.clone(),
     });
     let edge = edge::start_with_source(
         ecfg,
@@ -281,7 +291,14 @@ pub async fn run_with(sc: &Scenario, source_kind: SimSource) -> Result<RealRun> 
             "ingest_to_output_ms": s.ingest_to_output_ms,
         })
     });
-    let produced = std::mem::take(&mut *produced.lock().expect("produced"));
+    let (produced, video_frames, targets) = {
+        let mut r = record.0.lock().expect("recorded");
+        (
+            std::mem::take(&mut r.produced),
+            std::mem::take(&mut r.video_frames),
+            std::mem::take(&mut r.targets),
+        )
+    };
     let report = SimReport {
         scenario: sc.name.clone(),
         mode: "real".into(),
@@ -320,19 +337,33 @@ pub async fn run_with(sc: &Scenario, source_kind: SimSource) -> Result<RealRun> 
         report,
         t0,
         produced,
+        video_frames,
+        fps,
+        targets,
         controller,
         relay_session,
         missed_per_s,
     })
 }
 
-/// Holds a source back until `go` turns true, and records what it produces
-/// (time since `t0`, bytes) on its way to the edge.
+/// What [`GatedSource`] saw, each with its time since `t0`.
+#[derive(Default)]
+struct RecordedInner {
+    produced: Vec<(Duration, usize)>,
+    video_frames: Vec<(Duration, usize)>,
+    targets: Vec<(Duration, u64)>,
+}
+
+#[derive(Default, Clone)]
+struct Recorded(std::sync::Arc<std::sync::Mutex<RecordedInner>>);
+
+/// Holds a source back until `go` turns true, and records what it produces (bytes
+/// and video frames) on its way to the edge, and every target it is told.
 struct GatedSource {
     go: tokio::sync::watch::Receiver<bool>,
     inner: Box<dyn MediaSource>,
     t0: Instant,
-    produced: std::sync::Arc<std::sync::Mutex<Vec<(Duration, usize)>>>,
+    record: Recorded,
 }
 
 impl MediaSource for GatedSource {
@@ -354,17 +385,38 @@ impl MediaSource for GatedSource {
             mut go,
             inner,
             t0,
-            produced,
+            record,
         } = *self;
+        // Every target change, timed when the source could first see it.
+        let mut watch = control.clone();
+        let rec = record.clone();
+        tokio::spawn(async move {
+            loop {
+                let bps = watch.borrow_and_update().target_bps;
+                if let Ok(mut r) = rec.0.lock() {
+                    if r.targets.last().is_none_or(|t| t.1 != bps) {
+                        r.targets
+                            .push((Instant::now().saturating_duration_since(t0), bps));
+                    }
+                }
+                if watch.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
         tokio::spawn(async move {
             if go.wait_for(|g| *g).await.is_err() {
                 return;
             }
             let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(1024);
             let task = inner.spawn(tx, control, shutdown);
+            let mut slicer = crate::core::ts::FrameSlicer::new();
             while let Some((at, g)) = rx.recv().await {
-                if let Ok(mut p) = produced.lock() {
-                    p.push((Instant::now().saturating_duration_since(t0), g.len()));
+                let now = Instant::now().saturating_duration_since(t0);
+                let frames = slicer.push(now, &g);
+                if let Ok(mut r) = record.0.lock() {
+                    r.produced.push((now, g.len()));
+                    r.video_frames.extend(frames);
                 }
                 if out.send((at, g)).await.is_err() {
                     break;
