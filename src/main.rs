@@ -5,7 +5,8 @@
 //! `RestartPreventExitStatus=` so a bad file does not restart-loop.
 
 use anyhow::{anyhow, Result};
-use braid::sim::{emulator, real, scenario::Scenario, virt};
+use braid::sim::scenario::{LinkEventKind, Scenario};
+use braid::sim::{emulator, real, virt};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -176,6 +177,23 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
             }
             if search {
                 let out = search_max_rate(&sc, virtual_time).await?;
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
+            let scripted_radio = sc
+                .link_events
+                .iter()
+                .any(|e| matches!(e.kind, LinkEventKind::Quality(_) | LinkEventKind::Loss(_)));
+            if scripted_radio && !virtual_time {
+                return Err(anyhow!(
+                    "scenario {scenario:?} scripts radio quality and loss, which only the \
+                     virtual-time harness models: add --virtual"
+                ));
+            }
+            if scripted_radio {
+                let run = virt::run_detailed(&sc, Instant::now());
+                let mut out = serde_json::to_value(&run.report)?;
+                out["fade"] = virt::fade_report(&sc, &run);
                 println!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(());
             }

@@ -130,6 +130,8 @@ pub struct LinkStats {
     pub acked: u64,
     pub lost: u64,
     pub downs: u64,
+    /// The link manager's quality hint (1.0: none against it).
+    pub quality: f64,
 }
 
 /// Session counters, part of the stats snapshot.
@@ -202,6 +204,9 @@ struct Link {
     last_send: Instant,
     probe_acks: u32,
     startup: Option<Startup>,
+    /// Hint from the link manager (radio signal), 0.0..=1.0; see
+    /// [`Sender::set_link_quality`].
+    quality: f64,
     stats: LinkStats,
 }
 
@@ -225,6 +230,9 @@ const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 const MIN_RATE: f64 = 31_250.0;
 /// Smallest in-flight allowance in bytes, so a link can always probe its capacity.
 const MIN_WINDOW: usize = 4 * 1400;
+/// Lowest quality hint: a link the radio says is nearly gone still gets a trickle
+/// (one packet per RTT when idle), so its estimates stay fresh for when it recovers.
+const MIN_QUALITY: f64 = 0.05;
 /// Startup (as BBR's STARTUP): while a new link's delivery rate keeps growing, its
 /// window allows this multiple of the measured rate, and the estimate never falls back.
 /// Without it a link starts at [`INITIAL_RATE`], its first samples span a whole RTT of
@@ -271,6 +279,7 @@ impl Link {
                 stalled_rounds: 0,
                 round_end: now,
             }),
+            quality: 1.0,
             stats: LinkStats {
                 id,
                 ..Default::default()
@@ -290,11 +299,16 @@ impl Link {
             .unwrap_or(INITIAL_RTT)
     }
 
-    /// The rate the window allows: the estimate, times [`STARTUP_GAIN`] in startup.
+    /// The rate the scheduler plans with: the estimate, scaled by the quality hint.
+    fn planned_rate(&self) -> f64 {
+        self.rate * self.quality
+    }
+
+    /// The rate the window allows: the planned rate, times [`STARTUP_GAIN`] in startup.
     fn window_rate(&self) -> f64 {
         match self.startup {
-            Some(_) => self.rate * STARTUP_GAIN,
-            None => self.rate,
+            Some(_) => self.planned_rate() * STARTUP_GAIN,
+            None => self.planned_rate(),
         }
     }
 
@@ -307,11 +321,12 @@ impl Link {
             // samples and recovers instead of locking the link out for good.
             return half;
         }
-        let drain = (self.inflight_bytes + extra) as f64 / self.rate.max(1.0);
+        let rate = self.planned_rate().max(1.0);
+        let drain = (self.inflight_bytes + extra) as f64 / rate;
         // Bytes that are in the pipe (not queued) do not delay us: subtract one RTT of
         // delivery (bytes propagating forward, and acked bytes whose report is on its way).
         let queue = (drain - self.min_rtt().as_secs_f64()).max(0.0);
-        half + Duration::from_secs_f64(queue + extra as f64 / self.rate.max(1.0))
+        half + Duration::from_secs_f64(queue + extra as f64 / rate)
     }
 
     fn failover_timeout(&self, cfg: &SenderConfig) -> Duration {
@@ -487,6 +502,22 @@ impl Sender {
                     reason: "removed",
                 });
             }
+        }
+    }
+
+    /// A hint from the link manager about a link's radio, 0.0..=1.0 (1.0: nothing
+    /// known against it). The scheduler plans with the link's rate times this, so a
+    /// link whose signal collapses is given less traffic *before* it starts losing
+    /// packets, and the bitrate controller sees the capacity it is about to lose. The
+    /// hint never raises a link above what it measurably delivers. Re-adding a link
+    /// resets it to 1.0.
+    pub fn set_link_quality(&mut self, id: LinkId, quality: f64) {
+        if let Some(l) = self.links.iter_mut().find(|l| l.id == id) {
+            l.quality = if quality.is_finite() {
+                quality.clamp(MIN_QUALITY, 1.0)
+            } else {
+                1.0
+            };
         }
     }
 
@@ -1049,7 +1080,9 @@ impl Sender {
                 .iter()
                 .map(|l| super::bitrate::LinkObservation {
                     up: l.state == LinkState::Up,
-                    rate_bps: l.rate * 8.0,
+                    // What the scheduler will put on it: a fading link's capacity is
+                    // taken out of the controller's sum before it is lost.
+                    rate_bps: l.planned_rate() * 8.0,
                     min_rtt: l.min_rtt(),
                     srtt: l.srtt(),
                     inflight_bytes: l.inflight_bytes,
@@ -1078,6 +1111,7 @@ impl Sender {
                 ls.min_rtt_ms = l.min_rtt().as_secs_f64() * 1e3;
                 ls.rate_bps = l.rate * 8.0;
                 ls.inflight_bytes = l.inflight_bytes;
+                ls.quality = l.quality;
                 ls
             })
             .collect();

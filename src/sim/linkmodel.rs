@@ -183,6 +183,11 @@ impl<T> LinkModel<T> {
     }
 
     /// Whether `now` falls in a scripted outage.
+    /// Changes the random loss probability from now on (a scripted fade).
+    pub fn set_loss(&mut self, loss: f64) {
+        self.params.loss = loss.clamp(0.0, 1.0);
+    }
+
     pub fn is_out(&self, now: Instant) -> bool {
         let off = now.saturating_duration_since(self.epoch);
         self.params

@@ -19,7 +19,7 @@ pub struct ScenarioLink {
 }
 
 /// What happens to a link's interface in a [`LinkEvent`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LinkEventKind {
     /// The interface goes down (modem unplugged, connection closed): the edge calls
     /// [`Sender::remove_link`](crate::core::sender::Sender::remove_link), the relay
@@ -29,10 +29,16 @@ pub enum LinkEventKind {
     /// [`Sender::add_link`](crate::core::sender::Sender::add_link) and the relay learns
     /// its RTT again.
     Add,
+    /// The link manager's quality hint from the modem's signal (SINR/RSRP), passed to
+    /// [`Sender::set_link_quality`](crate::core::sender::Sender::set_link_quality).
+    Quality(f64),
+    /// The uplink's random loss becomes this probability (the radio fading): the
+    /// link model's state, not something the edge is told.
+    Loss(f64),
 }
 
 /// A scripted change of a link, `at` an offset from the start of the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LinkEvent {
     pub at: Duration,
     /// Index into [`Scenario::links`].
@@ -318,8 +324,38 @@ impl Scenario {
         }
     }
 
+    /// A radio fading before an outage, with and without the signal hint: the dev
+    /// scenario at 5 Mbit/s where Verizon's SINR collapses at 38 s (the modem poller's
+    /// hint drops to 0.1 when `hint`), its uplink loses 30 % of packets from 38.5 s
+    /// and it goes out 40-70 s (as `failover-real`); the hint returns to 1.0 at 70 s.
+    pub fn sinr_fade(dir: &Path, hint: bool) -> Result<Scenario, TraceError> {
+        let mut s = Scenario::failover_real(dir)?;
+        s.name = if hint { "sinr-fade" } else { "sinr-fade-blind" }.into();
+        let at = |ms: u64| Duration::from_millis(ms);
+        s.link_events.push(LinkEvent {
+            at: at(38_500),
+            link: 0,
+            kind: LinkEventKind::Loss(0.3),
+        });
+        s.link_events.push(LinkEvent {
+            at: at(70_000),
+            link: 0,
+            kind: LinkEventKind::Loss(0.0),
+        });
+        if hint {
+            for (ms, q) in [(38_000, 0.1), (70_000, 1.0)] {
+                s.link_events.push(LinkEvent {
+                    at: at(ms),
+                    link: 0,
+                    kind: LinkEventKind::Quality(q),
+                });
+            }
+        }
+        Ok(s)
+    }
+
     /// Names accepted by [`Scenario::preset`].
-    pub const PRESETS: [&'static str; 10] = [
+    pub const PRESETS: [&'static str; 12] = [
         "dev",
         "dev-long",
         "failover-clean",
@@ -330,6 +366,8 @@ impl Scenario {
         "mixed-delay",
         "ideal-links",
         "capacity-step",
+        "sinr-fade",
+        "sinr-fade-blind",
     ];
 
     pub fn preset(name: &str, input_bps: Option<f64>) -> Result<Scenario, String> {
@@ -340,6 +378,8 @@ impl Scenario {
             "failover-clean" => Ok(Scenario::failover_clean()),
             "capacity-step" => Ok(Scenario::capacity_step()),
             "failover-real" => Scenario::failover_real(&dir),
+            "sinr-fade" => Scenario::sinr_fade(&dir, true),
+            "sinr-fade-blind" => Scenario::sinr_fade(&dir, false),
             "weak-4g" => Scenario::weak_4g(&dir, 0.5e6, Duration::from_secs(300)),
             "modem-unplugged" => Ok(Scenario::modem_unplugged()),
             "lossy-links" => Ok(Scenario::lossy_links(0.02)),

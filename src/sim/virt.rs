@@ -112,6 +112,43 @@ pub fn run(sc: &Scenario, epoch: Instant) -> SimReport {
     run_detailed(sc, epoch).report
 }
 
+/// Share of the media copies handed to the uplinks in each second that went to
+/// `link` (`None` for a second in which none were sent).
+pub fn share_per_second(run: &VirtRun, link: usize) -> Vec<Option<f64>> {
+    let seconds = run.media_sent_per_s.iter().map(Vec::len).max().unwrap_or(0);
+    (0..seconds)
+        .map(|s| {
+            let all: u64 = run
+                .media_sent_per_s
+                .iter()
+                .map(|l| l.get(s).copied().unwrap_or(0))
+                .sum();
+            let mine = run.media_sent_per_s.get(link)?.get(s).copied().unwrap_or(0);
+            (all > 0).then(|| mine as f64 / all as f64)
+        })
+        .collect()
+}
+
+/// The `sinr-fade` figures: link 0's share of the media in the seconds around its
+/// fade (34-40 s) and the copies its uplink dropped (random loss, outage), beside
+/// the transport report.
+pub fn fade_report(sc: &Scenario, run: &VirtRun) -> serde_json::Value {
+    let shares = share_per_second(run, 0);
+    let around: serde_json::Map<String, serde_json::Value> = (34..41)
+        .filter_map(|s| {
+            let v = shares.get(s).copied().flatten()?;
+            Some((s.to_string(), serde_json::json!((v * 1e3).round() / 1e3)))
+        })
+        .collect();
+    let up = &run.uplinks[0];
+    serde_json::json!({
+        "link": sc.links[0].name,
+        "share_per_s": around,
+        "dropped_by_loss": up.dropped_loss_packets,
+        "dropped_by_outage": up.dropped_outage_packets,
+    })
+}
+
 /// Run a scenario in virtual time and keep what tests need beyond the report.
 pub fn run_detailed(sc: &Scenario, epoch: Instant) -> VirtRun {
     let mut source = ConstantSource::new(sc, epoch);
@@ -229,6 +266,8 @@ pub fn run_with_source(sc: &Scenario, epoch: Instant, source: &mut dyn VirtSourc
                     tx.add_link(now, id);
                     rx.handle_rtt(now, id, rtt(i));
                 }
+                LinkEventKind::Quality(q) if present[i] => tx.set_link_quality(id, q),
+                LinkEventKind::Loss(p) => ups[i].set_loss(p),
                 _ => {}
             }
         }
