@@ -157,6 +157,12 @@ async fn urcs_mid_answer_are_not_taken_for_it() {
     h.shutdown().await;
 }
 
+fn repoint(link: &Path, to: &Path) {
+    let tmp = link.with_extension("new");
+    std::os::unix::fs::symlink(to, &tmp).expect("symlink");
+    std::fs::rename(&tmp, link).expect("re-point");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unplug_mid_command_is_gone_and_replug_is_found() {
     let dir = TempDir::new("modem-replug").expect("tempdir");
@@ -166,6 +172,10 @@ async fn unplug_mid_command_is_gone_and_replug_is_found() {
     let h = spawn_poller(link.clone(), cfg());
     let mut rx = h.status();
     wait_for(&mut rx, "first poll", Duration::from_secs(5), polled).await;
+    // The device node goes with the device: point the link nowhere first, so a pty
+    // number reused by another test is never followed.
+    let dead = dir.path().join("unplugged");
+    repoint(&link, &dead);
     sim.set(|f| f.unplug_on = Some("AT+CSQ".into()));
     let s = wait_for(&mut rx, "gone", Duration::from_secs(2), |s| {
         s.state == ModemState::Gone
@@ -174,15 +184,18 @@ async fn unplug_mid_command_is_gone_and_replug_is_found() {
     assert!(sim.unplugged());
     assert!(s.errors >= 1);
     assert_eq!(s.operator, None);
+    let err = s.last_error.clone().unwrap_or_default();
+    assert!(
+        err.starts_with("read:") || err.starts_with("end of file"),
+        "{err}"
+    );
     sim.unplug();
     // Stays gone while nothing is there.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(rx.borrow().state, ModemState::Gone);
     // Re-plug: another modem appears and the link is re-pointed to it.
     let sim2 = SimModem::start(Dialect::Generic).expect("pty");
-    let tmp = dir.path().join("ttyMODEM.new");
-    std::os::unix::fs::symlink(sim2.path(), &tmp).expect("symlink");
-    std::fs::rename(&tmp, &link).expect("re-point");
+    repoint(&link, sim2.path());
     let s = wait_for(&mut rx, "re-plugged modem", Duration::from_secs(8), |s| {
         polled(s) && s.dialect == Some(Dialect::Generic)
     })
@@ -200,6 +213,23 @@ async fn missing_sim_is_reported() {
     let mut rx = h.status();
     let s = wait_for(&mut rx, "poll", Duration::from_secs(5), polled).await;
     assert_eq!(s.sim, Some(SimState::NotInserted));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_vendor_signal_command_falls_back_to_cesq() {
+    let sim = SimModem::start(Dialect::Quectel).expect("pty");
+    sim.set(|f| f.refuse_vendor_signal = true);
+    let h = spawn_poller(sim.path().to_path_buf(), cfg());
+    let mut rx = h.status();
+    // The first poll has CSQ only; later ones RSRP/RSRQ from AT+CESQ.
+    let s = wait_for(&mut rx, "CESQ figures", Duration::from_secs(5), polled).await;
+    assert_eq!(s.dialect, Some(Dialect::Quectel));
+    assert!(close(s.rsrp_dbm, -96.0), "{s:#?}");
+    assert!(close(s.rsrq_db, -10.0), "{s:#?}");
+    assert!(close(s.rssi_dbm, -73.0), "{s:#?}");
+    assert_eq!(s.state, ModemState::Present);
+    assert!(sim.commands().iter().any(|c| c == "AT+CESQ"));
     h.shutdown().await;
 }
 

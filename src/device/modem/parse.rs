@@ -86,7 +86,7 @@ pub struct Identity {
 
 /// The arguments after `prefix` (`+CSQ:`) on the first line that has it, split on
 /// commas outside quotes, trimmed, quotes removed.
-fn args<'a>(lines: &'a [String], prefix: &str) -> Option<Vec<String>> {
+fn args(lines: &[String], prefix: &str) -> Option<Vec<String>> {
     let line = lines.iter().find_map(|l| strip_prefix_ci(l, prefix))?;
     Some(split_fields(line))
 }

@@ -523,7 +523,7 @@ impl Poller {
         self.exec(io, ch, "AT+CMEE=1").await?;
         self.identify(io, ch).await?;
         self.publish();
-        let dialect = self.status.dialect.unwrap_or_default();
+        let mut dialect = self.status.dialect.unwrap_or_default();
         if let Some(apn) = self.cfg.apn.clone() {
             match parse::apn_command(&apn) {
                 Some(cmd) => {
@@ -540,7 +540,7 @@ impl Poller {
             }
         }
         loop {
-            self.poll_once(io, ch, dialect).await?;
+            self.poll_once(io, ch, &mut dialect).await?;
             self.answered();
             self.publish();
             let d = self.cfg.poll_interval;
@@ -589,8 +589,9 @@ impl Poller {
         &mut self,
         io: &mut PortIo,
         ch: &mut AtChannel,
-        dialect: Dialect,
+        dialect: &mut Dialect,
     ) -> Result<(), End> {
+        let d = *dialect;
         let r = self.exec(io, ch, "AT+CPIN?").await?;
         self.status.sim = parse::parse_cpin(&r);
         if self.status.sim.is_none() {
@@ -610,7 +611,7 @@ impl Poller {
 
         let mut regs = Vec::new();
         let mut reg_cmds = vec![("AT+CEREG?", "+CEREG:"), ("AT+CREG?", "+CREG:")];
-        if dialect.may_have_5g() {
+        if d.may_have_5g() {
             reg_cmds.insert(0, ("AT+C5GREG?", "+C5GREG:"));
         }
         for (cmd, prefix) in reg_cmds {
@@ -637,10 +638,15 @@ impl Poller {
         if csq.is_none() {
             self.not_understood(&r);
         }
-        let r = self.exec(io, ch, dialect.signal_command()).await?;
-        let vendor = r.is_ok().then(|| dialect.parse_signal(&r.lines)).flatten();
+        let r = self.exec(io, ch, d.signal_command()).await?;
+        let vendor = r.is_ok().then(|| d.parse_signal(&r.lines)).flatten();
         if vendor.is_none() {
             self.not_understood(&r);
+            if d != Dialect::Generic && matches!(r.result, Final::Error | Final::CmeError(_)) {
+                // Firmware without the vendor command: 27.007 `AT+CESQ` from now on.
+                tracing::info!(port = %self.path.display(), command = %r.command, "vendor signal command refused; using AT+CESQ");
+                *dialect = Dialect::Generic;
+            }
         }
         let signal = vendor.unwrap_or_default().or(csq.unwrap_or_default());
         let tech = match (cops_tech, signal.tech) {

@@ -125,6 +125,8 @@ pub struct Faults {
     pub unplug_on: Option<String>,
     /// Answer `AT+CPIN?` with `+CME ERROR: 10`.
     pub no_sim: bool,
+    /// Answer the dialect's signal command with `ERROR` (old firmware).
+    pub refuse_vendor_signal: bool,
 }
 
 #[derive(Debug, Default)]
@@ -329,7 +331,10 @@ fn answer(dialect: Dialect, cmd: &str, faults: &Faults) -> (Vec<String>, &'stati
         "AT+C5GREG?" if matches!(dialect, Dialect::Simcom) => ok(vec!["+C5GREG: 0,1".into()]),
         "AT+C5GREG?" if matches!(dialect, Dialect::Generic) => ok(vec!["+C5GREG: 0,0".into()]),
         "AT+CSQ" => ok(vec![format!("+CSQ: {},99", p.csq)]),
-        "AT+CESQ" if matches!(dialect, Dialect::Generic) => ok(vec!["+CESQ: 99,99,255,255,20,45".into()]),
+        "AT+CESQ" => ok(vec!["+CESQ: 99,99,255,255,20,45".into()]),
+        _ if faults.refuse_vendor_signal && upper == dialect.signal_command().to_ascii_uppercase() => {
+            (vec![], "ERROR")
+        }
         "AT+QENG=\"SERVINGCELL\"" if matches!(dialect, Dialect::Quectel) => ok(vec![
             "+QENG: \"servingcell\",\"NOCONN\",\"LTE\",\"FDD\",234,15,1A2B3C4,123,1300,3,5,5,C5F,-95,-11,-64,125,10,-,-".into(),
         ]),
