@@ -116,6 +116,32 @@ async fn silence_is_unresponsive_then_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_later_than_the_timeout_are_unresponsive_then_recover() {
+    let sim = SimModem::start(Dialect::Quectel).expect("pty");
+    let h = spawn_poller(sim.path().to_path_buf(), cfg());
+    let mut rx = h.status();
+    wait_for(&mut rx, "first poll", Duration::from_secs(5), polled).await;
+    // Every answer now comes after the command was given up; the late ones must not
+    // be taken for later commands' answers (the port is flushed on reopening).
+    sim.set(|f| f.delay = Duration::from_millis(350));
+    wait_for(&mut rx, "unresponsive", Duration::from_secs(3), |s| {
+        s.state == ModemState::Unresponsive
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    sim.set(|f| f.delay = Duration::ZERO);
+    // Every figure is right again, none shifted from another command's answer.
+    let s = wait_for(&mut rx, "recovery", Duration::from_secs(8), polled).await;
+    check_profile(&s, &Profile::of(Dialect::Quectel), Dialect::Quectel);
+    let s = wait_for(&mut rx, "a second good poll", Duration::from_secs(3), |n| {
+        n.last_ok > s.last_ok && polled(n)
+    })
+    .await;
+    check_profile(&s, &Profile::of(Dialect::Quectel), Dialect::Quectel);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_is_counted_and_answers_still_parsed() {
     let sim = SimModem::start(Dialect::Huawei).expect("pty");
     sim.set(|f| f.junk = true);

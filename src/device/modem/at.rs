@@ -67,6 +67,24 @@ impl Response {
     pub fn is_ok(&self) -> bool {
         self.result == Final::Ok
     }
+
+    /// Whether this looks like another command's answer: an information line with an
+    /// extended-command prefix (`+XXX:`, `^XXX:`) other than this command's own. That
+    /// happens when a late answer to an abandoned command shifts every answer by one;
+    /// the caller should resynchronise (close, flush, reopen).
+    pub fn out_of_step(&self) -> bool {
+        let Some(own) = response_prefix(&self.command) else {
+            return false;
+        };
+        self.lines.iter().any(|l| {
+            let head = l.split(':').next().unwrap_or("");
+            l.contains(':')
+                && head.len() > 1
+                && matches!(head.as_bytes()[0], b'+' | b'^')
+                && head[1..].bytes().all(|b| b.is_ascii_alphanumeric())
+                && !format!("{head}:").eq_ignore_ascii_case(&own)
+        })
+    }
 }
 
 /// What the channel has to report.
@@ -533,6 +551,22 @@ mod tests {
             Some(AtEvent::Urc("+COPS: 0,0,\"X\",7".into()))
         );
         assert_eq!(ch.stats().timeouts, 1);
+    }
+
+    #[test]
+    fn answers_out_of_step_are_spotted() {
+        let r = |command: &str, lines: &[&str]| Response {
+            command: command.into(),
+            lines: lines.iter().map(|s| s.to_string()).collect(),
+            result: Final::Ok,
+        };
+        assert!(!r("AT+CSQ", &["+CSQ: 20,99"]).out_of_step());
+        assert!(r("AT+COPS?", &["+CSQ: 20,99"]).out_of_step());
+        assert!(r("AT+CGMM", &["+CGSN: 867698041234567"]).out_of_step());
+        assert!(!r("AT+CGMM", &["EC25"]).out_of_step());
+        // Basic commands have no own prefix: ATI lists +GCAP.
+        assert!(!r("ATI", &["Quectel", "+GCAP: +CGSM"]).out_of_step());
+        assert!(!r("AT!GSTATUS?", &["!GSTATUS: ", "RSRP (dBm):  -93"]).out_of_step());
     }
 
     #[test]

@@ -403,37 +403,69 @@ pub fn parse_hcsq(lines: &[String]) -> Option<Signal> {
 
 /// SIMCom `AT+CPSI?`. LTE: `+CPSI: LTE,Online,<MCC>-<MNC>,<TAC>,<SCellID>,<PCellID>,
 /// <band>,<earfcn>,<dlbw>,<ulbw>,<RSRQ>,<RSRP>,<RSSI>,<RSSNR>` with RSRQ, RSRP and RSSI
-/// in tenths (of dB / dBm) and RSSNR in dB. NR: `+CPSI: NR5G_SA,Online,<MCC>-<MNC>,
-/// <TAC>,<SCellID>,<PCellID>,<band>,<ARFCN>,<RSRP>,<RSRQ>,<SINR>` in tenths. Other
-/// systems (GSM, WCDMA, NO SERVICE) give only the technology.
+/// in tenths (of dB / dBm) and RSSNR in dB. NR standalone: `+CPSI: NR5G_SA,Online,
+/// <MCC>-<MNC>,<TAC>,<SCellID>,<PCellID>,<band>,<ARFCN>,<RSRP>,<RSRQ>,<SINR>` in tenths.
+/// NR non-standalone adds a second line after the LTE one: `+CPSI: NR5G_NSA,<PCellID>,
+/// <band>,<ARFCN>,<RSRP>,<RSRQ>,<SINR>` in tenths; NR figures win. Other systems (GSM,
+/// WCDMA, NO SERVICE) give only the technology.
 pub fn parse_cpsi(lines: &[String]) -> Option<Signal> {
-    let a = args(lines, "+CPSI:")?;
-    let tenth = |i: usize| num(a.get(i)).map(|v| v / 10.0);
-    Some(match a.first()?.to_ascii_uppercase().as_str() {
-        "LTE" => Signal {
-            rsrq_db: tenth(10),
-            rsrp_dbm: tenth(11),
-            rssi_dbm: tenth(12),
-            sinr_db: num(a.get(13)),
-            tech: Some(AccessTech::Lte),
-        },
-        "NR5G_SA" | "NR5G_NSA" => Signal {
-            rsrp_dbm: tenth(8),
-            rsrq_db: tenth(9),
-            sinr_db: tenth(10),
-            rssi_dbm: None,
-            tech: Some(AccessTech::Nr5g),
-        },
-        "WCDMA" => Signal {
-            tech: Some(AccessTech::Umts),
-            ..Signal::default()
-        },
-        "GSM" => Signal {
-            tech: Some(AccessTech::Gsm),
-            ..Signal::default()
-        },
-        _ => Signal::default(),
-    })
+    let mut lte = None;
+    let mut nr = None;
+    let mut other = None;
+    for l in lines {
+        let Some(rest) = strip_prefix_ci(l, "+CPSI:") else {
+            continue;
+        };
+        let a = split_fields(rest);
+        let tenth = |i: usize| num(a.get(i)).map(|v| v / 10.0);
+        match a.first().map(|m| m.to_ascii_uppercase()).as_deref() {
+            Some("LTE") => {
+                lte = Some(Signal {
+                    rsrq_db: tenth(10),
+                    rsrp_dbm: tenth(11),
+                    rssi_dbm: tenth(12),
+                    sinr_db: num(a.get(13)),
+                    tech: Some(AccessTech::Lte),
+                })
+            }
+            Some("NR5G_SA") => {
+                nr = Some(Signal {
+                    rsrp_dbm: tenth(8),
+                    rsrq_db: tenth(9),
+                    sinr_db: tenth(10),
+                    rssi_dbm: None,
+                    tech: Some(AccessTech::Nr5g),
+                })
+            }
+            Some("NR5G_NSA") => {
+                nr = Some(Signal {
+                    rsrp_dbm: tenth(4),
+                    rsrq_db: tenth(5),
+                    sinr_db: tenth(6),
+                    rssi_dbm: None,
+                    tech: Some(AccessTech::Nr5g),
+                })
+            }
+            Some("WCDMA") => {
+                other = Some(Signal {
+                    tech: Some(AccessTech::Umts),
+                    ..Signal::default()
+                })
+            }
+            Some("GSM") => {
+                other = Some(Signal {
+                    tech: Some(AccessTech::Gsm),
+                    ..Signal::default()
+                })
+            }
+            Some(_) => other = other.or(Some(Signal::default())),
+            None => {}
+        }
+    }
+    match (nr, lte) {
+        (Some(n), Some(l)) => Some(n.or(l)),
+        (n, l) => n.or(l).or(other),
+    }
 }
 
 /// The command setting PDP context 1's APN: `AT+CGDCONT=1,"IP","apn"`. `None` for an

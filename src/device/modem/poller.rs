@@ -331,6 +331,7 @@ fn io_loop(
 /// Why a session on an open port ended.
 enum End {
     Stopped,
+    /// No final result in time, or an answer that belongs to an earlier command.
     Timeout(String),
     Gone(String),
 }
@@ -447,6 +448,12 @@ impl Poller {
                 match ev {
                     AtEvent::Response(r) => {
                         self.count(ch);
+                        if r.out_of_step() {
+                            return Err(End::Timeout(format!(
+                                "{cmd} (answered out of step: {:?})",
+                                r.lines
+                            )));
+                        }
                         return Ok(r);
                     }
                     AtEvent::Timeout { command } => {
