@@ -155,6 +155,25 @@ async fn junk_is_counted_and_answers_still_parsed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_only_is_unresponsive_then_recovers() {
+    let sim = SimModem::start(Dialect::Sierra).expect("pty");
+    let h = spawn_poller(sim.path().to_path_buf(), cfg());
+    let mut rx = h.status();
+    wait_for(&mut rx, "first poll", Duration::from_secs(5), polled).await;
+    sim.set(|f| f.garbage = true);
+    let s = wait_for(&mut rx, "unresponsive", Duration::from_secs(2), |s| {
+        s.state == ModemState::Unresponsive
+    })
+    .await;
+    assert!(s.junk_lines >= 2, "{s:#?}");
+    assert_eq!(s.operator, None);
+    sim.set(|f| f.garbage = false);
+    let s = wait_for(&mut rx, "recovery", Duration::from_secs(5), polled).await;
+    check_profile(&s, &Profile::of(Dialect::Sierra), Dialect::Sierra);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_echoing_modem_is_parsed() {
     let sim = SimModem::start(Dialect::Sierra).expect("pty");
     sim.set(|f| {

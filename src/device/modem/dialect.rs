@@ -40,7 +40,7 @@ impl Dialect {
             Dialect::Sierra
         } else if text.contains("huawei") {
             Dialect::Huawei
-        } else if text.contains("simcom") {
+        } else if text.contains("simcom") || text.contains("simtech") {
             Dialect::Simcom
         } else {
             // Known model families reported without a maker.
@@ -124,6 +124,10 @@ mod tests {
             Dialect::Simcom
         );
         assert_eq!(Dialect::detect(None, Some("EM7565")), Dialect::Sierra);
+        assert_eq!(
+            Dialect::detect(Some("SimTech, Incorporated"), None),
+            Dialect::Simcom
+        );
         assert_eq!(Dialect::detect(None, Some("EG25-G")), Dialect::Quectel);
         assert_eq!(
             Dialect::detect(Some("Telit"), Some("LM960")),

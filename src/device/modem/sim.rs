@@ -115,6 +115,8 @@ pub struct Faults {
     pub silent: bool,
     /// Precede every answer with a line of binary junk and an over-long line.
     pub junk: bool,
+    /// Answer every command with binary junk only (no result code).
+    pub garbage: bool,
     /// Wait this long before answering.
     pub delay: Duration,
     /// Put URCs (`RING`, `+CEREG: 5,...`, `+QIND`) between info lines and the result.
@@ -249,6 +251,11 @@ fn serve(
                 s.faults.clone()
             };
             if faults.silent {
+                continue;
+            }
+            if faults.garbage {
+                let _ = master
+                    .write_all(b"\x7f\xfe\x01\x02\r\n\xc3\x28\xa0\xa1\r\n\x1b[2J\x00OK\x00\r\n");
                 continue;
             }
             if !faults.delay.is_zero() {
