@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod core;
+pub mod device;
 pub mod edge;
 pub mod media;
 pub mod relay;
