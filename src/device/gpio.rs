@@ -203,7 +203,11 @@ pub trait InputPin: Send {
 
     /// Asks for edge events on both edges, sent to `tx` from whatever thread the
     /// backend uses. `Ok(false)`: this backend has none, poll [`InputPin::read`].
-    fn subscribe_edges(&mut self, tx: mpsc::UnboundedSender<Edge>) -> Result<bool, GpioError>;
+    fn subscribe_edges(
+        &mut self,
+        tx: mpsc::UnboundedSender<Edge>,
+        now: Instant,
+    ) -> Result<bool, GpioError>;
 }
 
 /// A source of pins.
@@ -312,7 +316,11 @@ impl InputPin for RppalInput {
         Ok(self.0.is_high())
     }
 
-    fn subscribe_edges(&mut self, tx: mpsc::UnboundedSender<Edge>) -> Result<bool, GpioError> {
+    fn subscribe_edges(
+        &mut self,
+        tx: mpsc::UnboundedSender<Edge>,
+        _now: Instant,
+    ) -> Result<bool, GpioError> {
         let pin = self.0.pin();
         self.0
             .set_async_interrupt(rppal::gpio::Trigger::Both, None, move |ev| {
@@ -497,16 +505,16 @@ impl InputPin for RecordedPin {
         Ok(level)
     }
 
-    fn subscribe_edges(&mut self, tx: mpsc::UnboundedSender<Edge>) -> Result<bool, GpioError> {
+    fn subscribe_edges(
+        &mut self,
+        tx: mpsc::UnboundedSender<Edge>,
+        now: Instant,
+    ) -> Result<bool, GpioError> {
         if !self.gpio.edges {
             return Ok(false);
         }
         self.gpio.lock().subscribers.insert(self.pin, tx);
-        // `now` is not passed here; the subscription is recorded at the last call's time.
-        let at = self.gpio.lock().calls.last().map(|c| c.at);
-        if let Some(at) = at {
-            self.gpio.push(at, self.pin, Op::Subscribe);
-        }
+        self.gpio.push(now, self.pin, Op::Subscribe);
         Ok(true)
     }
 }
@@ -606,7 +614,7 @@ mod tests {
         let mut led = backend.output(17, t0).unwrap();
         let mut button = backend.input(23, Pull::Up, t0).unwrap();
         let (tx, _rx) = mpsc::unbounded_channel();
-        assert!(!button.subscribe_edges(tx).unwrap());
+        assert!(!button.subscribe_edges(tx, t0).unwrap());
 
         led.write(true, t0 + Duration::from_millis(10)).unwrap();
         led.write(false, t0 + Duration::from_millis(20)).unwrap();
@@ -646,7 +654,7 @@ mod tests {
         let mut backend = gpio.clone();
         let mut button = backend.input(5, Pull::Down, t0).unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        assert!(button.subscribe_edges(tx).unwrap());
+        assert!(button.subscribe_edges(tx, t0).unwrap());
         gpio.set_input(5, false); // no change from the pull-down level: no edge
         gpio.set_input(5, true);
         gpio.set_input(5, true);

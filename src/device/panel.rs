@@ -114,7 +114,7 @@ async fn run(
         };
         match backend.input(pin, pull, t) {
             Ok(mut input) => {
-                let polled = match input.subscribe_edges(edge_tx.clone()) {
+                let polled = match input.subscribe_edges(edge_tx.clone(), t) {
                     Ok(edges) => !edges,
                     Err(e) => {
                         tracing::warn!(pin, error = %e, "no edge events for the button; polling it");
