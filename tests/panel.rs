@@ -303,3 +303,29 @@ async fn missing_state_publisher_keeps_the_last_pattern() {
         "green",
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn start_panel_validates_and_skips_an_empty_config() {
+    use braid::device::panel::start_panel;
+    let (_state, state_rx) = watch::channel(BoxState::Booting);
+    let (ev_tx, _events) = mpsc::channel(8);
+    let (shutdown, sd_rx) = watch::channel(false);
+    let none = GpioConfig::default();
+    assert!(
+        start_panel(&none, state_rx.clone(), ev_tx.clone(), sd_rx.clone())
+            .unwrap()
+            .is_none()
+    );
+    let dup = GpioConfig {
+        led_red: Some(5),
+        tally: Some(5),
+        ..cfg()
+    };
+    assert!(start_panel(&dup, state_rx.clone(), ev_tx.clone(), sd_rx.clone()).is_err());
+    let task = start_panel(&cfg(), state_rx, ev_tx, sd_rx)
+        .unwrap()
+        .unwrap();
+    sleep(ms(100)).await;
+    shutdown.send(true).unwrap();
+    task.await.unwrap();
+}

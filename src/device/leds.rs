@@ -6,14 +6,14 @@
 //! [`super::gpio::GpioConfig`], each optional) and an optional tally output.
 //! Every pattern repeats from the moment the state was entered:
 //!
-//! | State      | Meaning                                   | Colour         | Pattern                                   | Period  | Tally |
-//! |------------|-------------------------------------------|----------------|-------------------------------------------|---------|-------|
-//! | `Booting`  | starting up, links not up yet             | blue           | slow blink: 500 ms on, 500 ms off         | 1 s     | off   |
-//! | `Ready`    | links up, not streaming                   | green          | solid                                     | –       | off   |
-//! | `Live`     | streaming                                 | red            | heartbeat: 1900 ms on, 100 ms off         | 2 s     | on    |
-//! | `Degraded` | streaming, a link down or bitrate at floor| amber (R+G)    | fast blink: 125 ms on, 125 ms off         | 250 ms  | on    |
-//! | `Error`    | cannot stream (config, relay, encoder)    | red            | double blink: 150 on, 150 off, 150 on, 1050 off | 1.5 s | off |
-//! | `Stopped`  | stopped and held by the button            | blue           | short flash: 100 ms on, 1900 ms off       | 2 s     | off   |
+//! | State      | Meaning                                    | Colour      | Pattern (repeats)                                  | Tally |
+//! |------------|--------------------------------------------|-------------|----------------------------------------------------|-------|
+//! | `Booting`  | starting up, links not up yet              | blue        | slow blink: 500 ms on, 500 ms off                  | off   |
+//! | `Ready`    | links up, not streaming                    | green       | solid                                              | off   |
+//! | `Live`     | streaming                                  | red         | heartbeat: 1900 ms on, 100 ms off                  | on    |
+//! | `Degraded` | streaming; a link down or bitrate at floor | amber (R+G) | fast blink: 125 ms on, 125 ms off                  | on    |
+//! | `Error`    | cannot stream (config, relay, encoder)     | red         | double blink: 150 on, 150 off, 150 on, 1050 off ms | off   |
+//! | `Stopped`  | stopped and held by a long press           | blue        | short flash: 100 ms on, 1900 ms off                | off   |
 //!
 //! The timings alone tell the states apart, so a panel with a single plain LED
 //! works too: when none of a colour's channels has a pin, the pattern is shown on

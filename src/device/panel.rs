@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::button::{ButtonEvent, ButtonMachine, ButtonTimings};
-use super::gpio::{GpioBackend, GpioConfig, InputPin, OutputPin, Pull};
+use super::gpio::{open_backend, GpioBackend, GpioConfig, GpioError, InputPin, OutputPin, Pull};
 use super::leds::{BoxState, LedMachine, LedPins, PinLevel};
 
 fn now() -> Instant {
@@ -52,6 +52,27 @@ pub fn spawn_panel(
     shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(run(backend, cfg, state_rx, events_tx, shutdown))
+}
+
+/// Validates `cfg`, opens its backend ([`open_backend`]) and starts the panel.
+/// `Ok(None)`: no panel configured (`backend = "none"`, or `"auto"` without pins).
+pub fn start_panel(
+    cfg: &GpioConfig,
+    state_rx: watch::Receiver<BoxState>,
+    events_tx: mpsc::Sender<ButtonEvent>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Option<JoinHandle<()>>, GpioError> {
+    cfg.validate().map_err(GpioError)?;
+    let Some(backend) = open_backend(cfg)? else {
+        return Ok(None);
+    };
+    Ok(Some(spawn_panel(
+        backend,
+        cfg.clone(),
+        state_rx,
+        events_tx,
+        shutdown,
+    )))
 }
 
 fn write_levels(outputs: &mut [Output], levels: &[PinLevel], now: Instant) {
@@ -156,7 +177,7 @@ async fn run(
     let poll_every = cfg.poll_interval().max(Duration::from_millis(1));
     let mut leds = LedMachine::new(*state_rx.borrow_and_update(), t);
     let mut state_open = true;
-    let mut next_sample = t;
+    let mut next_sample = t + poll_every;
     loop {
         let t = now();
         if let Some(b) = button.as_mut() {
