@@ -18,6 +18,8 @@
 //!   pass-through input.
 //! - [`edge`], [`relay`]: the daemons (the relay's outputs: UDP, SRT, RTMP and
 //!   file recording, each restarted with backoff on failure).
+//! - [`device`]: the box's front panel (status LED, tally, button over GPIO) and
+//!   health monitor (CPU, memory, temperatures, disk).
 //! - [`system`]: signals, stats HTTP endpoints.
 #![forbid(unsafe_code)]
 
