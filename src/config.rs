@@ -424,6 +424,13 @@ pub struct EdgeConfig {
     pub video: VideoConfig,
     /// `[audio]`: sound source, processing and codec (inputs `v4l2` and `pattern`).
     pub audio: AudioConfig,
+    /// `[stream] autostart`: go live by itself once the source and a link are up
+    /// (default `true`); when `false` the stream waits for the button.
+    pub autostart: bool,
+    /// `[modem]`: APN and polling of the USB modems found in sysfs (all defaulted).
+    pub modem: crate::device::modem::ModemConfig,
+    /// `[gpio]`: front panel pins (status LED, button, tally), all optional.
+    pub gpio: crate::device::gpio::GpioConfig,
 }
 
 /// `[device]` of `edge.toml`.
@@ -1050,6 +1057,18 @@ struct RawEdge {
     video: Option<Spanned<RawVideo>>,
     #[serde(default)]
     audio: Option<Spanned<RawAudio>>,
+    #[serde(default)]
+    stream: Option<RawStream>,
+    #[serde(default)]
+    modem: Option<crate::device::modem::ModemConfig>,
+    #[serde(default)]
+    gpio: Option<Spanned<crate::device::gpio::GpioConfig>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    autostart: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -1287,6 +1306,15 @@ pub fn parse_edge(text: &str, path_for_messages: &Path) -> Result<EdgeConfig, Co
         scheduler.duplicate_budget = v;
     }
 
+    let gpio = match raw.gpio {
+        Some(g) => {
+            let span = g.span();
+            let g = g.into_inner();
+            g.validate().map_err(|e| ctx.invalid(Some(span), e))?;
+            g
+        }
+        None => Default::default(),
+    };
     Ok(EdgeConfig {
         device,
         relay,
@@ -1296,6 +1324,9 @@ pub fn parse_edge(text: &str, path_for_messages: &Path) -> Result<EdgeConfig, Co
         scheduler,
         video,
         audio,
+        autostart: raw.stream.and_then(|s| s.autostart).unwrap_or(true),
+        modem: raw.modem.unwrap_or_default(),
+        gpio,
     })
 }
 
@@ -2764,6 +2795,44 @@ address = "127.0.0.1:6010"
     }
 
     #[test]
+    fn stream_modem_and_gpio_tables() {
+        let ok = |t: &str| parse_edge(t, Path::new("edge.toml")).expect("valid");
+        let c = ok(EDGE);
+        assert!(c.autostart);
+        assert_eq!(c.modem, crate::device::modem::ModemConfig::default());
+        assert_eq!(c.gpio, crate::device::gpio::GpioConfig::default());
+        let text = format!(
+            "{EDGE}[stream]\nautostart = false\n[modem]\napn = \"internet\"\npoll_interval_ms = 2000\n\
+             [gpio]\nled_green = 17\nbutton = 27\n"
+        );
+        let c = ok(&text);
+        assert!(!c.autostart);
+        assert_eq!(c.modem.apn.as_deref(), Some("internet"));
+        assert_eq!(c.modem.poll_interval, Duration::from_secs(2));
+        assert_eq!((c.gpio.led_green, c.gpio.button), (Some(17), Some(27)));
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[modem]\npoll_interval_ms = 0",
+                "poll_interval_ms = 0",
+                "must be 1..=3600000 ms",
+            ),
+            ("[modem]\nband = 3", "band = 3", "unknown field `band`"),
+            ("[stream]\nautostart = 1", "autostart = 1", "invalid type"),
+            (
+                "[gpio]\nled_red = 17\nbutton = 17",
+                "[gpio]",
+                "gpio.button = 17: already used by gpio.led_red",
+            ),
+        ];
+        for (table, bad_line, reason) in cases {
+            let text = format!("{EDGE}{table}\n");
+            let e = edge_err(&text);
+            assert_eq!(e.line(), Some(line_no(&text, bad_line, 0)), "{table}: {e}");
+            assert!(e.reason().contains(reason), "{table}: got {e}");
+        }
+    }
+
+    #[test]
     fn trust_needs_exactly_one_of_fingerprint_and_ca() {
         let text = edit(EDGE, "latency_ms = 500", "ca = \"ca.pem\"");
         let e = edge_err(&text);
@@ -3204,6 +3273,22 @@ address = "127.0.0.1:6010"
         "audio.limiter",
         "audio.codec",
         "audio.bitrate_kbps",
+        "stream.autostart",
+        "modem.apn",
+        "modem.poll_interval_ms",
+        "modem.command_timeout_ms",
+        "gpio.backend",
+        "gpio.led_red",
+        "gpio.led_green",
+        "gpio.led_blue",
+        "gpio.leds_active_low",
+        "gpio.button",
+        "gpio.button_active_low",
+        "gpio.button_debounce_ms",
+        "gpio.button_long_press_ms",
+        "gpio.tally",
+        "gpio.tally_active_low",
+        "gpio.poll_interval_ms",
     ];
     const RELAY_KEYS: &[&str] = &[
         "relay.listen",
@@ -3334,7 +3419,9 @@ address = "127.0.0.1:6010"
 
     #[test]
     fn key_list_matches_parser() {
-        let edge = format!("{EDGE}[stats]\nenabled = true\n[scheduler]\n[video]\n[audio]\n");
+        let edge = format!(
+            "{EDGE}[stats]\nenabled = true\n[scheduler]\n[video]\n[audio]\n[stream]\n[modem]\n[gpio]\n"
+        );
         let mut tables = expected_fields(&edge, "", edge_err);
         tables.sort();
         assert_eq!(
@@ -3342,11 +3429,14 @@ address = "127.0.0.1:6010"
             [
                 "audio",
                 "device",
+                "gpio",
                 "input",
                 "link",
+                "modem",
                 "relay",
                 "scheduler",
                 "stats",
+                "stream",
                 "video"
             ]
         );
@@ -3359,6 +3449,9 @@ address = "127.0.0.1:6010"
             "[scheduler]",
             "[video]",
             "[audio]",
+            "[stream]",
+            "[modem]",
+            "[gpio]",
         ]
         .iter()
         .flat_map(|h| {
