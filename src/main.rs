@@ -103,6 +103,7 @@ fn init_logs(default: &str) {
 }
 
 fn main() -> ExitCode {
+    braid::edge::mark_process_start();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

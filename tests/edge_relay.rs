@@ -313,9 +313,16 @@ async fn start_edge(
         limit,
         forwarded: forwarded.clone(),
     });
-    let h = edge::start_with_source(cfg, source, EdgeOptions { events })
-        .await
-        .unwrap();
+    let h = edge::start_with_source(
+        cfg,
+        source,
+        EdgeOptions {
+            events,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     (h, forwarded)
 }
 

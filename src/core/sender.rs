@@ -153,6 +153,8 @@ pub struct SenderStats {
     pub retransmits: u64,
     pub duplicates: u64,
     pub junk_feedback: u64,
+    /// When the relay first acknowledged media, seconds since the sender's epoch.
+    pub first_media_acked_s: Option<f64>,
     pub links: Vec<LinkStats>,
 }
 
@@ -679,6 +681,9 @@ impl Sender {
                 self.events
                     .push_back(SenderEvent::LinkUp { link: id, at: now });
             }
+        }
+        if !acked_seqs.is_empty() && self.stats.first_media_acked_s.is_none() {
+            self.stats.first_media_acked_s = Some(now.duration_since(self.epoch).as_secs_f64());
         }
         for seq in acked_seqs {
             if let Some(p) = self.packet_mut(seq) {

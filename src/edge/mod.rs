@@ -9,13 +9,29 @@
 //!   connection dies;
 //! - the **input task** turns the source into groups of whole TS packets
 //!   ([`MediaSource`]; the GStreamer sources are in [`crate::media`]);
-//! - the **net watcher** reports interfaces going down, acted on at once.
+//! - the **net watcher** reports interfaces going down, acted on at once;
+//! - the **link manager** ([`linkmgr`]) finds and polls the modems and turns their
+//!   signal into quality hints for the links they carry;
+//! - the **health monitor** ([`crate::device::health`]) feeds the stats and the
+//!   bitrate controller's temperature cap;
+//! - the **panel** ([`crate::device::panel`]) shows the box's state on the LEDs and
+//!   reports button presses (start/stop, stop and hold).
+//!
+//! With `[stream] autostart` (the default) the stream goes live by itself: media
+//! flows as soon as the source produces and a link has joined, and the links keep
+//! reconnecting with backoff while none is up. `live_after_s` in the stats is the
+//! time from process start to the relay's first acknowledgement of media.
+
+pub mod linkmgr;
 
 use crate::config::{EdgeConfig, InputConfig, LinkBind};
 use crate::core::bitrate::{self, BitrateEvent, Controller, ControllerConfig, ControllerStats};
 use crate::core::sender::{LinkId, Sender, SenderConfig, SenderEvent, SenderStats};
 use crate::core::ts::{Classifier, Packetizer, TestStream};
 use crate::core::wire::{self, Control, SessionSummary, TS_PACKET, TS_PER_DATAGRAM};
+use crate::device::button::ButtonEvent;
+use crate::device::health::HealthSnapshot;
+use crate::device::leds::BoxState;
 use crate::media::MediaControl;
 use crate::transport::{netwatch, quic, socket, tls};
 use anyhow::{anyhow, Context, Result};
@@ -162,6 +178,16 @@ pub struct EdgeStats {
     pub session: u32,
     pub uptime_s: f64,
     pub first_packet_after_s: Option<f64>,
+    /// From process start to the relay's first acknowledgement of media
+    /// (power-on-to-live, less the boot before the process).
+    pub live_after_s: Option<f64>,
+    /// What the LEDs show.
+    pub state: BoxState,
+    /// Media is being sent (false: stopped by the button, or not started yet
+    /// with `autostart = false`).
+    pub live: bool,
+    pub health: Option<HealthSnapshot>,
+    pub modems: Vec<linkmgr::ModemView>,
     pub links: Vec<EdgeLinkStatus>,
     pub sender: SenderStats,
     pub relay: Option<SessionSummary>,
@@ -177,6 +203,8 @@ enum LinkMsg {
     Datagram(LinkId, Bytes),
     Summary(SessionSummary),
     Gone(LinkId, String),
+    /// The link manager's quality hint (modem signal).
+    Quality(LinkId, f64),
 }
 
 /// Options for in-process use (`braid sim`, tests).
@@ -184,6 +212,8 @@ enum LinkMsg {
 pub struct EdgeOptions {
     /// Called with every sender event (link up/down) as it happens.
     pub events: Option<mpsc::UnboundedSender<SenderEvent>>,
+    /// When the process started, for `live_after_s` (default: when the edge starts).
+    pub started: Option<Instant>,
 }
 
 pub struct EdgeHandle {
@@ -250,6 +280,7 @@ pub async fn start_with_source(
     source: Box<dyn MediaSource>,
     opts: EdgeOptions,
 ) -> Result<EdgeHandle> {
+    let started = opts.started.unwrap_or_else(Instant::now);
     let (chain, key) = tls::load_identity(&cfg.device.cert, &cfg.device.key)?;
     let client = quic::client_config(chain, key, &cfg.relay.trust)?;
     let relay_addr = tokio::net::lookup_host(cfg.relay.address.to_string())
@@ -362,6 +393,58 @@ pub async fn start_with_source(
         // The encoder absorbs capacity changes: keep network queues short.
         scfg.queue_share = bitrate::ADAPTIVE_QUEUE_SHARE;
     }
+    // Link manager: modems tied to the links bound to their interfaces.
+    let (hint_tx, hint_rx) = mpsc::channel(64);
+    let (modems_tx, modems_rx) = watch::channel(Vec::new());
+    let iface_links: Vec<(LinkId, String, String)> = links
+        .iter()
+        .filter_map(|(id, name, bind)| match bind {
+            LinkBind::Interface(i) => Some((*id, name.clone(), i.clone())),
+            _ => None,
+        })
+        .collect();
+    tasks.push(tokio::spawn(linkmgr::run(
+        cfg.modem.clone(),
+        iface_links,
+        modems_tx,
+        hint_tx,
+        shutdown_rx.clone(),
+    )));
+    // Health: sysinfo's first refresh takes a moment, so it starts off the runtime.
+    let (health_tx, health_rx) = watch::channel(None);
+    {
+        let data_dir = cfg
+            .device
+            .key
+            .parent()
+            .map_or_else(|| Path::new("/").to_path_buf(), Path::to_path_buf);
+        let sd = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let Ok(monitor) = tokio::task::spawn_blocking(move || {
+                crate::device::health::HealthMonitor::new(data_dir)
+            })
+            .await
+            else {
+                return;
+            };
+            let (mut rx, task) = monitor.spawn(HEALTH_EVERY, sd);
+            while rx.changed().await.is_ok() {
+                let snap = rx.borrow_and_update().clone();
+                if health_tx.send(snap).is_err() {
+                    break;
+                }
+            }
+            let _ = task.await;
+        }));
+    }
+    // Front panel: LEDs follow the state, the button starts and stops the stream.
+    let (state_tx, state_rx) = watch::channel(BoxState::Booting);
+    let (button_tx, button_rx) = mpsc::channel(8);
+    match crate::device::panel::start_panel(&cfg.gpio, state_rx, button_tx, shutdown_rx.clone()) {
+        Ok(Some(t)) => tasks.push(t),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("front panel unavailable: {}", e.0),
+    }
     let core = CoreTask {
         sender: Sender::new(scfg, epoch),
         conns: Vec::new(),
@@ -373,10 +456,23 @@ pub async fn start_with_source(
         relay_lost: 0,
         controller,
         source_window: std::collections::VecDeque::new(),
+        started,
+        live: cfg.autostart,
+        held: false,
+        last_connected: Instant::now(),
+        links_configured: links.len(),
+        state: state_tx,
+        health: health_rx,
+        modems: modems_rx,
+        hints: Default::default(),
     };
     tasks.push(tokio::spawn(core.run(
         media_rx,
         link_rx,
+        Inputs {
+            hints: hint_rx,
+            buttons: button_rx,
+        },
         shutdown_rx.clone(),
     )));
 
@@ -412,7 +508,14 @@ pub async fn start_with_source(
 /// `braid edge --config FILE`: run until SIGINT/SIGTERM.
 pub async fn run(cfg: EdgeConfig) -> Result<()> {
     use crate::system::notify;
-    let h = start(cfg, EdgeOptions::default()).await?;
+    let h = start(
+        cfg,
+        EdgeOptions {
+            started: process_start(),
+            ..Default::default()
+        },
+    )
+    .await?;
     tracing::info!("edge running");
     // The systemd watchdog is fed only while the core task refreshes the stats
     // (every 100 ms): a hung core loop stops the pings and systemd restarts us.
@@ -427,6 +530,69 @@ pub async fn run(cfg: EdgeConfig) -> Result<()> {
     tracing::info!("shutting down");
     h.shutdown().await;
     Ok(())
+}
+
+/// How often health is sampled.
+const HEALTH_EVERY: Duration = Duration::from_secs(2);
+/// Live with no link for this long shows as an error on the panel.
+const NO_LINK_ERROR_AFTER: Duration = Duration::from_secs(30);
+/// Live with no media from the source for this long shows as an error.
+const NO_MEDIA_ERROR_AFTER: Duration = Duration::from_secs(3);
+
+static PROCESS_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Records when the process started (call first thing in `main`), for
+/// `live_after_s`.
+pub fn mark_process_start() {
+    let _ = PROCESS_START.set(Instant::now());
+}
+
+fn process_start() -> Option<Instant> {
+    PROCESS_START.get().copied()
+}
+
+/// The box's state as the LEDs show it (see [`crate::device::leds`]).
+#[derive(Debug, Clone, Copy)]
+struct StateInputs {
+    live: bool,
+    held: bool,
+    connected: usize,
+    configured: usize,
+    since_connected: Duration,
+    since_media: Option<Duration>,
+    at_floor: bool,
+}
+
+fn box_state(i: StateInputs) -> BoxState {
+    if i.held {
+        return BoxState::Stopped;
+    }
+    if i.connected == 0 {
+        return if i.live && i.since_connected >= NO_LINK_ERROR_AFTER {
+            BoxState::Error
+        } else {
+            BoxState::Booting
+        };
+    }
+    if !i.live {
+        return BoxState::Ready;
+    }
+    match i.since_media {
+        None => return BoxState::Ready,
+        Some(d) if d >= NO_MEDIA_ERROR_AFTER => return BoxState::Error,
+        Some(_) => {}
+    }
+    if i.connected < i.configured || i.at_floor {
+        BoxState::Degraded
+    } else {
+        BoxState::Live
+    }
+}
+
+/// Inputs of the core task beside media and link messages.
+struct Inputs {
+    hints: mpsc::Receiver<(LinkId, f64)>,
+    buttons: mpsc::Receiver<ButtonEvent>,
 }
 
 struct CoreTask {
@@ -444,6 +610,19 @@ struct CoreTask {
     controller: Option<Controller>,
     /// (arrival, bytes) from the source over the last second.
     source_window: std::collections::VecDeque<(Instant, usize)>,
+    started: Instant,
+    /// Media goes to the links (the button toggles it).
+    live: bool,
+    /// Stopped by a long press.
+    held: bool,
+    /// Last time a link was connected (or the start).
+    last_connected: Instant,
+    links_configured: usize,
+    state: watch::Sender<BoxState>,
+    health: watch::Receiver<Option<HealthSnapshot>>,
+    modems: watch::Receiver<Vec<linkmgr::ModemView>>,
+    /// Last quality hint per link, applied again when a link reconnects.
+    hints: std::collections::HashMap<LinkId, f64>,
 }
 
 impl CoreTask {
@@ -451,6 +630,7 @@ impl CoreTask {
         mut self,
         mut media: mpsc::Receiver<(Instant, Vec<u8>)>,
         mut links: mpsc::Receiver<LinkMsg>,
+        mut inputs: Inputs,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut classify = Classifier::new();
@@ -475,12 +655,19 @@ impl CoreTask {
                     Some(m) => self.on_link(m),
                     None => break,
                 },
+                Some((id, q)) = inputs.hints.recv() => self.on_link(LinkMsg::Quality(id, q)),
+                Some(b) = inputs.buttons.recv() => self.on_button(b),
                 m = media.recv(), if media_open => match m {
                     Some((at, g)) => {
                         let arrived = Instant::now();
                         self.source_window.push_back((arrived, g.len()));
                         while self.source_window.front().is_some_and(|f| arrived.duration_since(f.0) > Duration::from_secs(1)) {
                             self.source_window.pop_front();
+                        }
+                        if !self.live {
+                            // Stopped: the source keeps running (a restart is instant)
+                            // but nothing goes out.
+                            continue;
                         }
                         let per = self.ts_per_datagram();
                         for chunk in g.chunks(per * TS_PACKET) {
@@ -505,8 +692,46 @@ impl CoreTask {
                     self.drive_controller(now);
                 }
                 _ = stats_tick.tick() => {
+                    let now = Instant::now();
                     let s = self.sender.stats();
+                    let health = self.health.borrow().clone();
+                    if let (Some(c), Some(t)) = (
+                        self.controller.as_mut(),
+                        health.as_ref().and_then(|h| h.max_temp_c()),
+                    ) {
+                        c.handle_temperature(now, f64::from(t));
+                    }
+                    if !self.conns.is_empty() {
+                        self.last_connected = now;
+                    }
+                    let state = box_state(StateInputs {
+                        live: self.live,
+                        held: self.held,
+                        connected: self.conns.len(),
+                        configured: self.links_configured,
+                        since_connected: now.duration_since(self.last_connected),
+                        since_media: self.source_window.back().map(|w| now.duration_since(w.0)),
+                        at_floor: self.controller.as_ref().is_some_and(|c| {
+                            c.target().bps <= c.config().floor_bps
+                        }),
+                    });
+                    self.state.send_if_modified(|s| {
+                        let changed = *s != state;
+                        *s = state;
+                        changed
+                    });
                     if let Ok(mut st) = self.stats.lock() {
+                        if st.live_after_s.is_none() {
+                            st.live_after_s = s.first_media_acked_s.map(|a| {
+                                (self.epoch + Duration::from_secs_f64(a))
+                                    .duration_since(self.started)
+                                    .as_secs_f64()
+                            });
+                        }
+                        st.state = state;
+                        st.live = self.live;
+                        st.health = health;
+                        st.modems = self.modems.borrow().clone();
                         st.sender = s;
                         st.uptime_s = self.epoch.elapsed().as_secs_f64();
                         st.bitrate = self.controller.as_ref().map(|c| c.stats());
@@ -578,6 +803,10 @@ impl CoreTask {
                     c.set_latency(Duration::from_millis(u64::from(latency_ms)));
                 }
                 self.sender.add_link(now, id);
+                if let Some(&q) = self.hints.get(&id) {
+                    // A new connection starts from scratch; the radio has not changed.
+                    self.sender.set_link_quality(id, q);
+                }
                 self.conns.retain(|c| c.0 != id);
                 self.conns.push((id, conn));
             }
@@ -596,6 +825,28 @@ impl CoreTask {
                 self.sender.remove_link(now, id);
                 self.conns.retain(|c| c.0 != id);
             }
+            LinkMsg::Quality(id, q) => {
+                self.hints.insert(id, q);
+                self.sender.set_link_quality(id, q);
+            }
+        }
+    }
+
+    fn on_button(&mut self, b: ButtonEvent) {
+        match b {
+            ButtonEvent::Toggle => {
+                self.live = !self.live;
+                self.held = false;
+            }
+            ButtonEvent::StopAndHold => {
+                self.live = false;
+                self.held = true;
+            }
+        }
+        tracing::info!(live = self.live, held = self.held, "button: {b:?}");
+        if self.live {
+            // The picture starts clean.
+            self.control.send_modify(|c| c.keyframe_requests += 1);
         }
     }
 

@@ -153,6 +153,7 @@ pub async fn run_with(sc: &Scenario, source_kind: SimSource) -> Result<RealRun> 
         source,
         EdgeOptions {
             events: Some(ev_tx),
+            ..Default::default()
         },
     )
     .await

@@ -1,0 +1,185 @@
+//! Power-on-to-live (issue 5): `braid edge` started as a process goes live by itself
+//! (`[stream] autostart`, the default) and reports the time from its start to the
+//! relay's first acknowledgement of media; with `autostart = false` it connects but
+//! sends nothing. The relay runs in this process so the test can watch the first
+//! media arrive.
+
+use braid::config;
+use braid::relay::{self, RelayHandle, RelayOptions};
+use braid::system::TempDir;
+use braid::transport::tls;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+async fn relay_for(dir: &Path) -> (RelayHandle, tls::Fingerprint) {
+    let relay_fp = tls::write_identity(dir, "relay").expect("relay identity");
+    let dev_fp = tls::write_identity(dir, "cam").expect("device identity");
+    let text = format!(
+        "[relay]\nlisten = \"127.0.0.1:0\"\ncert = \"relay.crt\"\nkey = \"relay.key\"\n\
+         [stats]\nlisten = \"127.0.0.1:0\"\n\
+         [[device]]\nid = \"cam\"\nfingerprint = \"{}\"\n\
+         [[device.output]]\nkind = \"udp\"\naddress = \"127.0.0.1:9\"\n",
+        tls::format_fingerprint(&dev_fp)
+    );
+    let cfg = config::parse_relay(&text, &dir.join("relay.toml")).expect("relay config");
+    let h = relay::start(cfg, RelayOptions::default())
+        .await
+        .expect("relay");
+    (h, relay_fp)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Starts `braid edge` with the test source at 2 Mbit/s over two loopback links.
+fn spawn_edge(
+    dir: &Path,
+    relay: SocketAddr,
+    relay_fp: &tls::Fingerprint,
+    stats: u16,
+    extra: &str,
+) -> Child {
+    let cfg = dir.join("edge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[device]\nid = \"cam\"\ncert = \"cam.crt\"\nkey = \"cam.key\"\n\
+             [relay]\naddress = \"{relay}\"\nfingerprint = \"{}\"\n\
+             [input]\nkind = \"test\"\nrate_kbps = 2000\n\
+             [stats]\nlisten = \"127.0.0.1:{stats}\"\n\
+             [[link]]\nname = \"a\"\nbind = \"127.0.0.11\"\n\
+             [[link]]\nname = \"b\"\nbind = \"127.0.0.12\"\n{extra}",
+            tls::format_fingerprint(relay_fp)
+        ),
+    )
+    .expect("edge config");
+    Command::new(env!("CARGO_BIN_EXE_braid"))
+        .args(["edge", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn braid edge")
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// `GET /api/stats` of the edge, or None while it is not listening yet.
+fn edge_stats(port: u16) -> Option<serde_json::Value> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET /api/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
+}
+
+async fn relay_media_in(relay: &RelayHandle) -> u64 {
+    relay
+        .stats()
+        .await
+        .sessions
+        .iter()
+        .map(|s| s.receiver.media_in)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_process_goes_live_by_itself_within_a_second() {
+    let dir = TempDir::new("power-on").expect("tempdir");
+    let (relay, relay_fp) = relay_for(dir.path()).await;
+    let port = free_port();
+    let t0 = Instant::now();
+    let child = spawn_edge(dir.path(), relay.local_addr(), &relay_fp, port, "");
+    // Outside view: from spawning the process to the first media at the relay.
+    let mut first_at_relay = None;
+    while t0.elapsed() < Duration::from_secs(10) {
+        if relay_media_in(&relay).await > 0 {
+            first_at_relay = Some(t0.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Inside view: the edge's own figure, process start to the first media ack.
+    let mut live_after = None;
+    let mut state = String::new();
+    while t0.elapsed() < Duration::from_secs(10) {
+        if let Some(s) = edge_stats(port) {
+            state = s["state"].as_str().unwrap_or("").to_string();
+            if let Some(v) = s["live_after_s"].as_f64() {
+                live_after = Some(v);
+                if state == "live" {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop(child);
+    relay.shutdown().await;
+    let first_at_relay = first_at_relay.expect("no media reached the relay in 10 s");
+    let live_after = live_after.expect("the edge never reported live_after_s");
+    println!(
+        "start to first media at the relay: {:.0} ms (spawn to relay), \
+         live_after_s {:.3} (process start to first ack); panel state {state}",
+        first_at_relay.as_secs_f64() * 1e3,
+        live_after
+    );
+    assert!(
+        first_at_relay <= Duration::from_secs(1),
+        "{first_at_relay:?}"
+    );
+    assert!(live_after <= 1.0, "{live_after}");
+    assert!(live_after <= first_at_relay.as_secs_f64() + 0.1);
+    assert_eq!(state, "live");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_autostart_the_edge_connects_but_sends_nothing() {
+    let dir = TempDir::new("power-on-held").expect("tempdir");
+    let (relay, relay_fp) = relay_for(dir.path()).await;
+    let port = free_port();
+    let child = spawn_edge(
+        dir.path(),
+        relay.local_addr(),
+        &relay_fp,
+        port,
+        "[stream]\nautostart = false\n",
+    );
+    let t0 = Instant::now();
+    let mut last = None;
+    while t0.elapsed() < Duration::from_secs(10) {
+        if let Some(s) = edge_stats(port) {
+            let connected = s["links"]
+                .as_array()
+                .is_some_and(|l| l.iter().all(|l| l["connected"] == true));
+            if connected && t0.elapsed() > Duration::from_secs(2) {
+                last = Some(s);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let media = relay_media_in(&relay).await;
+    stop(child);
+    relay.shutdown().await;
+    let s = last.expect("the edge never connected its links");
+    assert_eq!(media, 0, "media sent without autostart");
+    assert_eq!(s["live"], false);
+    assert_eq!(s["state"], "ready");
+    assert!(s["live_after_s"].is_null());
+}
