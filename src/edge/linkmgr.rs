@@ -61,9 +61,31 @@ pub struct ModemView {
     pub status: ModemStatus,
 }
 
+/// Where modems are looked for: `/sys` and `/dev` on the box, a fake tree in tests.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    pub sys_root: PathBuf,
+    pub dev_root: PathBuf,
+}
+
+impl Discovery {
+    pub fn system() -> Discovery {
+        Discovery {
+            sys_root: "/sys".into(),
+            dev_root: "/dev".into(),
+        }
+    }
+
+    fn find(&self) -> Vec<ModemPort> {
+        modem::discover(&self.sys_root, &self.dev_root, |p| {
+            modem::poller::probe_at(p, Duration::from_millis(500))
+        })
+    }
+}
+
 /// `ttyUSB*` / `ttyACM*` names present now.
-fn tty_names() -> BTreeSet<String> {
-    std::fs::read_dir("/sys/class/tty")
+fn tty_names(sys_root: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(sys_root.join("class/tty"))
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -79,6 +101,7 @@ fn tty_names() -> BTreeSet<String> {
 /// Ends when `shutdown` turns true.
 pub async fn run(
     cfg: ModemConfig,
+    discovery: Discovery,
     links: Vec<(LinkId, String, String)>,
     views: watch::Sender<Vec<ModemView>>,
     hints: mpsc::Sender<(LinkId, f64)>,
@@ -99,13 +122,15 @@ pub async fn run(
         }
         if last_scan.elapsed() >= RESCAN {
             last_scan = tokio::time::Instant::now();
-            let names = tokio::task::spawn_blocking(tty_names)
+            let root = discovery.sys_root.clone();
+            let names = tokio::task::spawn_blocking(move || tty_names(&root))
                 .await
                 .unwrap_or_default();
             if seen.as_ref() != Some(&names) {
                 seen = Some(names);
                 // Probing unknown ports may take 500 ms each: off the runtime.
-                let found = tokio::task::spawn_blocking(modem::discover_system)
+                let d = discovery.clone();
+                let found = tokio::task::spawn_blocking(move || d.find())
                     .await
                     .unwrap_or_default();
                 pollers.retain(|tty, _| found.iter().any(|p| &p.tty == tty));

@@ -405,6 +405,7 @@ pub async fn start_with_source(
         .collect();
     tasks.push(tokio::spawn(linkmgr::run(
         cfg.modem.clone(),
+        linkmgr::Discovery::system(),
         iface_links,
         modems_tx,
         hint_tx,

@@ -129,6 +129,8 @@ pub struct Faults {
     pub no_sim: bool,
     /// Answer the dialect's signal command with `ERROR` (old firmware).
     pub refuse_vendor_signal: bool,
+    /// Report this SINR instead of the profile's (Sierra `!GSTATUS?`): a fading cell.
+    pub sinr_db: Option<f32>,
 }
 
 #[derive(Debug, Default)]
@@ -352,7 +354,7 @@ fn answer(dialect: Dialect, cmd: &str, faults: &Faults) -> (Vec<String>, &'stati
             "PCC RxM RSSI:  -65\t\tRSRP (dBm):  -93".into(),
             "PCC RxD RSSI:  -67\t\tRSRP (dBm):  -97".into(),
             "RSRQ (dB):     -10.5\t\tCell ID:     0x01234567 (19088743)".into(),
-            "SINR (dB):      8.4".into(),
+            format!("SINR (dB):      {:.1}", faults.sinr_db.unwrap_or(8.4)),
         ]),
         "AT^HCSQ?" if matches!(dialect, Dialect::Huawei) => ok(vec!["^HCSQ: \"LTE\",60,45,126,24".into()]),
         "AT+CPSI?" if matches!(dialect, Dialect::Simcom) => ok(vec![
