@@ -23,6 +23,7 @@
 //! time from process start to the relay's first acknowledgement of media.
 
 pub mod linkmgr;
+pub mod usage;
 
 use crate::config::{EdgeConfig, InputConfig, LinkBind};
 use crate::core::bitrate::{self, BitrateEvent, Controller, ControllerConfig, ControllerStats};
