@@ -431,6 +431,27 @@ pub struct EdgeConfig {
     pub modem: crate::device::modem::ModemConfig,
     /// `[gpio]`: front panel pins (status LED, button, tally), all optional.
     pub gpio: crate::device::gpio::GpioConfig,
+    /// `[usage]`: where per-link data usage is kept, and the billing day.
+    pub usage: UsageConfig,
+}
+
+/// `[usage]` of `edge.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageConfig {
+    /// JSON file of the counters (written atomically at most once a minute and at
+    /// shutdown). `None`: counted in memory only, lost at restart.
+    pub file: Option<PathBuf>,
+    /// First day of the billing month, 1..=28. Default 1.
+    pub billing_day: u8,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        UsageConfig {
+            file: None,
+            billing_day: 1,
+        }
+    }
 }
 
 /// `[device]` of `edge.toml`.
@@ -745,6 +766,8 @@ pub struct LinkConfig {
     pub bind: LinkBind,
     /// Disabled links are configured but not used. Default `true`.
     pub enabled: bool,
+    /// Monthly data cap in bytes (`data_cap_mb` x 10^6), for metered SIMs.
+    pub data_cap_bytes: Option<u64>,
 }
 
 /// How a link's socket is tied to one uplink (one type, shared with the socket code).
@@ -1063,12 +1086,21 @@ struct RawEdge {
     modem: Option<crate::device::modem::ModemConfig>,
     #[serde(default)]
     gpio: Option<Spanned<crate::device::gpio::GpioConfig>>,
+    #[serde(default)]
+    usage: Option<RawUsage>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStream {
     autostart: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUsage {
+    file: Option<Spanned<String>>,
+    billing_day: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -1143,6 +1175,7 @@ struct RawLink {
     interface: Option<Spanned<String>>,
     bind: Option<Spanned<String>>,
     enabled: Option<bool>,
+    data_cap_mb: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -1315,11 +1348,21 @@ pub fn parse_edge(text: &str, path_for_messages: &Path) -> Result<EdgeConfig, Co
         }
         None => Default::default(),
     };
+    let mut usage = UsageConfig::default();
+    if let Some(u) = &raw.usage {
+        if let Some(f) = &u.file {
+            usage.file = Some(ctx.file_path("usage.file", f)?);
+        }
+        if let Some(d) = &u.billing_day {
+            usage.billing_day = ctx.int_in_range("usage.billing_day", d, &(1..=28))? as u8;
+        }
+    }
     Ok(EdgeConfig {
         device,
         relay,
         input,
         links,
+        usage,
         stats_listen,
         scheduler,
         video,
@@ -1790,10 +1833,17 @@ fn edge_links(ctx: &Ctx, raw: &[Spanned<RawLink>]) -> Result<Vec<LinkConfig>, Co
             }
         }
         seen.push((l.name.span(), bind_span));
+        let data_cap_bytes = l
+            .data_cap_mb
+            .as_ref()
+            .map(|v| ctx.int_in_range("link.data_cap_mb", v, &(1..=100_000_000)))
+            .transpose()?
+            .map(|mb| mb as u64 * 1_000_000);
         links.push(LinkConfig {
             name,
             bind,
             enabled: l.enabled.unwrap_or(true),
+            data_cap_bytes,
         });
     }
     Ok(links)
@@ -3251,6 +3301,9 @@ address = "127.0.0.1:6010"
         "link.interface",
         "link.bind",
         "link.enabled",
+        "link.data_cap_mb",
+        "usage.file",
+        "usage.billing_day",
         "stats.enabled",
         "stats.listen",
         "scheduler.duplicate_budget",
@@ -3420,7 +3473,7 @@ address = "127.0.0.1:6010"
     #[test]
     fn key_list_matches_parser() {
         let edge = format!(
-            "{EDGE}[stats]\nenabled = true\n[scheduler]\n[video]\n[audio]\n[stream]\n[modem]\n[gpio]\n"
+            "{EDGE}[stats]\nenabled = true\n[scheduler]\n[video]\n[audio]\n[stream]\n[modem]\n[gpio]\n[usage]\n"
         );
         let mut tables = expected_fields(&edge, "", edge_err);
         tables.sort();
@@ -3437,6 +3490,7 @@ address = "127.0.0.1:6010"
                 "scheduler",
                 "stats",
                 "stream",
+                "usage",
                 "video"
             ]
         );
@@ -3452,6 +3506,7 @@ address = "127.0.0.1:6010"
             "[stream]",
             "[modem]",
             "[gpio]",
+            "[usage]",
         ]
         .iter()
         .flat_map(|h| {

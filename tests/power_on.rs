@@ -46,16 +46,29 @@ fn spawn_edge(
     stats: u16,
     extra: &str,
 ) -> Child {
+    spawn_edge_with(dir, relay, relay_fp, stats, 2000, "", extra)
+}
+
+/// `spawn_edge` with the rate, lines for link `b` and extra tables.
+fn spawn_edge_with(
+    dir: &Path,
+    relay: SocketAddr,
+    relay_fp: &tls::Fingerprint,
+    stats: u16,
+    rate_kbps: u32,
+    link_b: &str,
+    extra: &str,
+) -> Child {
     let cfg = dir.join("edge.toml");
     std::fs::write(
         &cfg,
         format!(
             "[device]\nid = \"cam\"\ncert = \"cam.crt\"\nkey = \"cam.key\"\n\
              [relay]\naddress = \"{relay}\"\nfingerprint = \"{}\"\n\
-             [input]\nkind = \"test\"\nrate_kbps = 2000\n\
+             [input]\nkind = \"test\"\nrate_kbps = {rate_kbps}\n\
              [stats]\nlisten = \"127.0.0.1:{stats}\"\n\
              [[link]]\nname = \"a\"\nbind = \"127.0.0.11\"\n\
-             [[link]]\nname = \"b\"\nbind = \"127.0.0.12\"\n{extra}",
+             [[link]]\nname = \"b\"\nbind = \"127.0.0.12\"\n{link_b}\n{extra}",
             tls::format_fingerprint(relay_fp)
         ),
     )
@@ -182,4 +195,65 @@ async fn without_autostart_the_edge_connects_but_sends_nothing() {
     assert_eq!(s["live"], false);
     assert_eq!(s["state"], "ready");
     assert!(s["live_after_s"].is_null());
+}
+
+/// Data usage per link is counted, a link at its monthly cap is given the lowest
+/// hint, and the counts survive a restart (`[usage] file`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_usage_is_counted_capped_and_kept_across_restarts() {
+    let dir = TempDir::new("usage").expect("tempdir");
+    let (relay, relay_fp) = relay_for(dir.path()).await;
+    let port = free_port();
+    let usage = "[usage]\nfile = \"usage.json\"\n";
+    let run = |secs: u64| {
+        let child = spawn_edge_with(
+            dir.path(),
+            relay.local_addr(),
+            &relay_fp,
+            port,
+            8000,
+            "data_cap_mb = 1",
+            usage,
+        );
+        async move {
+            let t0 = Instant::now();
+            let mut last = None;
+            while t0.elapsed() < Duration::from_secs(secs) {
+                if let Some(s) = edge_stats(port) {
+                    last = Some(s);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            stop(child);
+            last.expect("edge stats")
+        }
+    };
+    let link = |s: &serde_json::Value, name: &str| -> serde_json::Value {
+        s["usage"]["links"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["link"] == name).cloned())
+            .unwrap_or_else(|| panic!("no usage for {name}: {s}"))
+    };
+    let first = run(4).await;
+    let (a, b) = (link(&first, "a"), link(&first, "b"));
+    let quality_b = first["sender"]["links"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["id"] == 1).cloned())
+        .map(|l| l["quality"].as_f64().unwrap_or(1.0));
+    println!("after 4 s: a {a}, b {b}, b's hint {quality_b:?}");
+    assert!(a["month_bytes"].as_u64().unwrap() > 100_000, "{a}");
+    assert_eq!(b["month_cap_bytes"], 1_000_000);
+    assert_eq!(b["cap_reached"], true, "{b}");
+    assert!(quality_b.is_some_and(|q| q <= 0.05), "{quality_b:?}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("usage.json")).unwrap())
+            .expect("usage.json");
+    let saved_a = saved["links"]["a"]["month_bytes"].as_u64().unwrap();
+    assert!(saved_a >= a["month_bytes"].as_u64().unwrap(), "{saved}");
+    // A restart carries on from the file.
+    let second = run(2).await;
+    let a2 = link(&second, "a")["month_bytes"].as_u64().unwrap();
+    println!("after the restart: a {a2} bytes this month (saved {saved_a})");
+    assert!(a2 > saved_a);
+    relay.shutdown().await;
 }

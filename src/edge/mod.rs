@@ -189,6 +189,8 @@ pub struct EdgeStats {
     pub live: bool,
     pub health: Option<HealthSnapshot>,
     pub modems: Vec<linkmgr::ModemView>,
+    /// Data sent per link, per day and billing month (`[usage]`).
+    pub usage: Option<usage::UsageView>,
     pub links: Vec<EdgeLinkStatus>,
     pub sender: SenderStats,
     pub relay: Option<SessionSummary>,
@@ -447,6 +449,48 @@ pub async fn start_with_source(
         Ok(None) => {}
         Err(e) => tracing::warn!("front panel unavailable: {}", e.0),
     }
+    // Data usage per link: counters from the last run, caps from the config.
+    let usage = {
+        let path = cfg.usage.file.clone();
+        let mut f = match &path {
+            Some(p) => {
+                if let Some(dir) = p.parent() {
+                    match crate::system::atomic::cleanup_stale_temps(dir) {
+                        Ok(n) if n > 0 => {
+                            tracing::info!(dir = %dir.display(), n, "removed stale temporary files")
+                        }
+                        _ => {}
+                    }
+                }
+                let (f, err) = usage::UsageFile::open(p, cfg.usage.billing_day);
+                if let Some(e) = err {
+                    tracing::warn!("data usage: {e}; counting from zero");
+                }
+                Some(f)
+            }
+            None => None,
+        };
+        let mut store = f
+            .as_ref()
+            .map(|f| f.store.clone())
+            .unwrap_or_else(|| usage::Usage::new(cfg.usage.billing_day));
+        for l in cfg.links.iter().filter(|l| l.enabled) {
+            let cap = usage::Cap {
+                monthly_bytes: l.data_cap_bytes,
+            };
+            store.set_cap(&l.name, cap);
+            if let Some(f) = f.as_mut() {
+                f.store.set_cap(&l.name, cap);
+            }
+        }
+        UsageState {
+            file: f,
+            memory: store,
+            last_totals: Default::default(),
+            last_count: None,
+            capped: Default::default(),
+        }
+    };
     let core = CoreTask {
         sender: Sender::new(scfg, epoch),
         conns: Vec::new(),
@@ -467,6 +511,7 @@ pub async fn start_with_source(
         health: health_rx,
         modems: modems_rx,
         hints: Default::default(),
+        usage,
     };
     tasks.push(tokio::spawn(core.run(
         media_rx,
@@ -625,6 +670,29 @@ struct CoreTask {
     modems: watch::Receiver<Vec<linkmgr::ModemView>>,
     /// Last quality hint per link, applied again when a link reconnects.
     hints: std::collections::HashMap<LinkId, f64>,
+    usage: UsageState,
+}
+
+/// Per-link data usage: persisted when `[usage] file` is set, else in memory.
+struct UsageState {
+    file: Option<usage::UsageFile>,
+    /// Used when there is no file: the same counting, never saved.
+    memory: usage::Usage,
+    /// Last cumulative bytes-sent counter per link (for the in-memory store).
+    last_totals: std::collections::HashMap<String, u64>,
+    /// When the links' counters were last read.
+    last_count: Option<Instant>,
+    /// Links at their monthly cap.
+    capped: std::collections::HashSet<LinkId>,
+}
+
+/// Hint for a link at its data cap: carry only what the others cannot.
+const CAPPED_QUALITY: f64 = 0.0;
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl CoreTask {
@@ -722,7 +790,9 @@ impl CoreTask {
                         *s = state;
                         changed
                     });
+                    let usage_view = self.tick_usage(now);
                     if let Ok(mut st) = self.stats.lock() {
+                        st.usage = Some(usage_view);
                         if st.live_after_s.is_none() {
                             st.live_after_s = s.first_media_acked_s.map(|a| {
                                 (self.epoch + Duration::from_secs_f64(a))
@@ -742,6 +812,13 @@ impl CoreTask {
                 }
             }
             self.flush();
+        }
+        // Shutdown: the last counts reach the file.
+        self.count_usage();
+        if let Some(f) = self.usage.file.as_mut() {
+            if let Err(e) = f.flush() {
+                tracing::warn!("data usage not saved at shutdown: {e}");
+            }
         }
     }
 
@@ -805,10 +882,9 @@ impl CoreTask {
                     c.set_latency(Duration::from_millis(u64::from(latency_ms)));
                 }
                 self.sender.add_link(now, id);
-                if let Some(&q) = self.hints.get(&id) {
-                    // A new connection starts from scratch; the radio has not changed.
-                    self.sender.set_link_quality(id, q);
-                }
+                // A new connection starts from scratch; the radio and the data cap
+                // have not changed.
+                self.apply_quality(id);
                 self.conns.retain(|c| c.0 != id);
                 self.conns.push((id, conn));
             }
@@ -824,13 +900,94 @@ impl CoreTask {
             }
             LinkMsg::Gone(id, why) => {
                 tracing::warn!(link = id, "link lost: {why}");
+                // Count what it sent before its connection (and counter) goes.
+                self.count_usage();
                 self.sender.remove_link(now, id);
                 self.conns.retain(|c| c.0 != id);
             }
             LinkMsg::Quality(id, q) => {
                 self.hints.insert(id, q);
-                self.sender.set_link_quality(id, q);
+                self.apply_quality(id);
             }
+        }
+    }
+
+    /// The sender's hint for a link: its modem's, or the lowest at its data cap.
+    fn apply_quality(&mut self, id: LinkId) {
+        let q = if self.usage.capped.contains(&id) {
+            CAPPED_QUALITY
+        } else {
+            self.hints.get(&id).copied().unwrap_or(1.0)
+        };
+        self.sender.set_link_quality(id, q);
+    }
+
+    /// Adds each connected link's bytes sent since the last count.
+    fn count_usage(&mut self) {
+        let totals: Vec<(String, u64)> = self
+            .conns
+            .iter()
+            .filter_map(|(id, c)| {
+                let name = self.names.iter().find(|n| n.0 == *id)?.1.clone();
+                Some((name, c.stats().udp_tx.bytes))
+            })
+            .collect();
+        let now = unix_now();
+        match self.usage.file.as_mut() {
+            Some(f) => {
+                if let Err(e) = f.tick(now, &totals) {
+                    tracing::warn!("data usage not saved: {e}");
+                }
+            }
+            None => {
+                for (name, total) in totals {
+                    let prev = self
+                        .usage
+                        .last_totals
+                        .insert(name.clone(), total)
+                        .unwrap_or(0);
+                    let delta = if total >= prev { total - prev } else { total };
+                    self.usage.memory.add(now, &name, delta);
+                }
+            }
+        }
+    }
+
+    /// Once a second: count, enforce caps, and return the view for the stats.
+    fn tick_usage(&mut self, now: Instant) -> usage::UsageView {
+        let due = self
+            .usage
+            .last_count
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if due {
+            self.count_usage();
+            self.usage.last_count = Some(now);
+            let store = match &self.usage.file {
+                Some(f) => &f.store,
+                None => &self.usage.memory,
+            };
+            let capped: std::collections::HashSet<LinkId> = self
+                .names
+                .iter()
+                .filter(|(_, name)| store.status(name).cap_reached)
+                .map(|(id, _)| *id)
+                .collect();
+            if capped != self.usage.capped {
+                for (id, name) in &self.names {
+                    if capped.contains(id) != self.usage.capped.contains(id) {
+                        tracing::warn!(link = %name, at_cap = capped.contains(id), "monthly data cap");
+                    }
+                }
+                self.usage.capped = capped;
+                let ids: Vec<LinkId> = self.names.iter().map(|n| n.0).collect();
+                for id in ids {
+                    self.apply_quality(id);
+                }
+            }
+        }
+        match &self.usage.file {
+            Some(f) => f.store.view(),
+            None => self.usage.memory.view(),
         }
     }
 
