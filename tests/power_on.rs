@@ -49,14 +49,14 @@ fn spawn_edge(
     spawn_edge_with(dir, relay, relay_fp, stats, 2000, "", extra)
 }
 
-/// `spawn_edge` with the rate, lines for link `b` and extra tables.
+/// `spawn_edge` with the rate, lines for both links and extra tables.
 fn spawn_edge_with(
     dir: &Path,
     relay: SocketAddr,
     relay_fp: &tls::Fingerprint,
     stats: u16,
     rate_kbps: u32,
-    link_b: &str,
+    per_link: &str,
     extra: &str,
 ) -> Child {
     let cfg = dir.join("edge.toml");
@@ -67,8 +67,8 @@ fn spawn_edge_with(
              [relay]\naddress = \"{relay}\"\nfingerprint = \"{}\"\n\
              [input]\nkind = \"test\"\nrate_kbps = {rate_kbps}\n\
              [stats]\nlisten = \"127.0.0.1:{stats}\"\n\
-             [[link]]\nname = \"a\"\nbind = \"127.0.0.11\"\n\
-             [[link]]\nname = \"b\"\nbind = \"127.0.0.12\"\n{link_b}\n{extra}",
+             [[link]]\nname = \"a\"\nbind = \"127.0.0.11\"\n{per_link}\n\
+             [[link]]\nname = \"b\"\nbind = \"127.0.0.12\"\n{per_link}\n{extra}",
             tls::format_fingerprint(relay_fp)
         ),
     )
@@ -234,17 +234,29 @@ async fn data_usage_is_counted_capped_and_kept_across_restarts() {
             .and_then(|l| l.iter().find(|l| l["link"] == name).cloned())
             .unwrap_or_else(|| panic!("no usage for {name}: {s}"))
     };
+    // 8 Mbit/s for 4 s over two links capped at 1 MB each: at least one reaches its cap
+    // (which one depends on the scheduler's split).
     let first = run(4).await;
-    let (a, b) = (link(&first, "a"), link(&first, "b"));
-    let quality_b = first["sender"]["links"]
-        .as_array()
-        .and_then(|l| l.iter().find(|l| l["id"] == 1).cloned())
-        .map(|l| l["quality"].as_f64().unwrap_or(1.0));
-    println!("after 4 s: a {a}, b {b}, b's hint {quality_b:?}");
-    assert!(a["month_bytes"].as_u64().unwrap() > 100_000, "{a}");
-    assert_eq!(b["month_cap_bytes"], 1_000_000);
-    assert_eq!(b["cap_reached"], true, "{b}");
-    assert!(quality_b.is_some_and(|q| q <= 0.05), "{quality_b:?}");
+    let hint = |id: u64| {
+        first["sender"]["links"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["id"] == id).cloned())
+            .and_then(|l| l["quality"].as_f64())
+    };
+    let mut capped = 0;
+    for (id, name) in [(0, "a"), (1, "b")] {
+        let u = link(&first, name);
+        println!("after 4 s: {u}, hint {:?}", hint(id));
+        assert_eq!(u["month_cap_bytes"], 1_000_000);
+        let over = u["month_bytes"].as_u64().unwrap() >= 1_000_000;
+        assert_eq!(u["cap_reached"], over, "{u}");
+        if over {
+            capped += 1;
+            assert!(hint(id).is_some_and(|q| q <= 0.05), "{:?}", hint(id));
+        }
+    }
+    assert!(capped >= 1, "{first}");
+    let a = link(&first, "a");
     let saved: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("usage.json")).unwrap())
             .expect("usage.json");
