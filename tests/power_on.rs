@@ -250,9 +250,19 @@ async fn data_usage_is_counted_capped_and_kept_across_restarts() {
         assert_eq!(u["month_cap_bytes"], 1_000_000);
         let over = u["month_bytes"].as_u64().unwrap() >= 1_000_000;
         assert_eq!(u["cap_reached"], over, "{u}");
+        let listed = first["links"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["name"] == name).cloned())
+            .expect("link in the links list");
+        assert_eq!(listed["at_cap"], over, "{listed}");
+        assert!(listed["modem"].is_null(), "no modem on loopback: {listed}");
         if over {
             capped += 1;
             assert!(hint(id).is_some_and(|q| q <= 0.05), "{:?}", hint(id));
+            assert!(
+                listed["quality"].as_f64().is_some_and(|q| q <= 0.05),
+                "{listed}"
+            );
         }
     }
     assert!(capped >= 1, "{first}");

@@ -170,6 +170,23 @@ pub struct EdgeLinkStatus {
     pub connected: bool,
     pub connects: u64,
     pub last_error: Option<String>,
+    /// The scheduler's hint for this link (modem signal, data cap), 1.0 when none.
+    pub quality: f64,
+    /// At its monthly data cap.
+    pub at_cap: bool,
+    /// The modem whose network interface this link uses, if one was found.
+    pub modem: Option<LinkModem>,
+}
+
+/// What the links list shows of a link's modem (all of it is under `modems`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkModem {
+    pub tty: std::path::PathBuf,
+    pub state: crate::device::modem::ModemState,
+    pub operator: Option<String>,
+    pub tech: Option<crate::device::modem::AccessTech>,
+    pub rsrp_dbm: Option<f32>,
+    pub sinr_db: Option<f32>,
 }
 
 /// The edge's stats snapshot (GET /api/stats).
@@ -804,6 +821,28 @@ impl CoreTask {
                         st.live = self.live;
                         st.health = health;
                         st.modems = self.modems.borrow().clone();
+                        // One list of links: transport state, hint, cap and modem.
+                        let modems = st.modems.clone();
+                        for l in st.links.iter_mut() {
+                            l.at_cap = self.usage.capped.contains(&l.id);
+                            // As the sender applies it (clamped), 1.0 while not joined.
+                            l.quality = s
+                                .links
+                                .iter()
+                                .find(|x| x.id == l.id)
+                                .map_or(1.0, |x| x.quality);
+                            l.modem = modems
+                                .iter()
+                                .find(|m| m.link.as_deref() == Some(l.name.as_str()))
+                                .map(|m| LinkModem {
+                                    tty: m.port.tty.clone(),
+                                    state: m.status.state,
+                                    operator: m.status.operator.clone(),
+                                    tech: m.status.tech,
+                                    rsrp_dbm: m.status.rsrp_dbm,
+                                    sinr_db: m.status.sinr_db,
+                                });
+                        }
                         st.sender = s;
                         st.uptime_s = self.epoch.elapsed().as_secs_f64();
                         st.bitrate = self.controller.as_ref().map(|c| c.stats());
