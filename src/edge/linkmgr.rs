@@ -148,6 +148,7 @@ pub async fn run(
             }
         }
         let mut out = Vec::with_capacity(pollers.len());
+        let mut changed = Vec::new();
         for (port, h) in pollers.values() {
             let status = h.snapshot();
             let link = links
@@ -158,7 +159,7 @@ pub async fn run(
                 if last_hint.get(id) != Some(&quality) {
                     last_hint.insert(*id, quality);
                     tracing::info!(link = %name, quality, sinr_db = ?status.sinr_db, "link quality hint");
-                    let _ = hints.try_send((*id, quality));
+                    changed.push((*id, quality));
                 }
             }
             out.push(ModemView {
@@ -169,7 +170,11 @@ pub async fn run(
             });
         }
         out.sort_by(|a, b| a.port.tty.cmp(&b.port.tty));
+        // The views first: whoever acts on a hint finds the status behind it.
         views.send_replace(out);
+        for h in changed {
+            let _ = hints.try_send(h);
+        }
     }
     for (_, (_, h)) in pollers.drain() {
         h.shutdown().await;
