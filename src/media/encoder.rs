@@ -70,7 +70,22 @@ pub struct EncoderQuirks {
     pub output_caps: &'static str,
     /// Parser in front of the mux.
     pub parser: &'static str,
+    /// A rate buffer to shrink for a moment after a large cut, so the output follows
+    /// at once instead of spending what the buffer held at the old rate.
+    pub rate_buffer: Option<RateBuffer>,
 }
+
+/// An encoder's rate buffer property: its normal value and the one used for
+/// [`RATE_BUFFER_HOLD`] after the target falls by more than a quarter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateBuffer {
+    pub prop: &'static str,
+    pub normal: &'static str,
+    pub after_cut: &'static str,
+}
+
+/// How long the small rate buffer stays after a large cut.
+pub const RATE_BUFFER_HOLD: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Every supported encoder, in `auto` preference order: stateful V4L2 hardware
 /// (Raspberry Pi, i.MX, Rockchip mainline), Rockchip MPP, NVIDIA Jetson, then software.
@@ -87,6 +102,7 @@ pub static ENCODERS: &[EncoderQuirks] = &[
         // The Pi's encoder refuses to negotiate without a level.
         output_caps: "video/x-h264,stream-format=byte-stream,alignment=au,level=(string)4",
         parser: "h264parse",
+        rate_buffer: None,
     },
     EncoderQuirks {
         factory: "v4l2h265enc",
@@ -99,6 +115,7 @@ pub static ENCODERS: &[EncoderQuirks] = &[
         convert: "videoconvert",
         output_caps: "video/x-h265,stream-format=byte-stream,alignment=au",
         parser: "h265parse",
+        rate_buffer: None,
     },
     EncoderQuirks {
         factory: "mpph264enc",
@@ -109,6 +126,7 @@ pub static ENCODERS: &[EncoderQuirks] = &[
         convert: "videoconvert",
         output_caps: "video/x-h264,stream-format=byte-stream,alignment=au",
         parser: "h264parse",
+        rate_buffer: None,
     },
     EncoderQuirks {
         factory: "nvv4l2h264enc",
@@ -123,6 +141,7 @@ pub static ENCODERS: &[EncoderQuirks] = &[
         convert: "nvvidconv",
         output_caps: "video/x-h264,stream-format=byte-stream,alignment=au",
         parser: "h264parse",
+        rate_buffer: None,
     },
     EncoderQuirks {
         factory: "x264enc",
@@ -145,6 +164,12 @@ pub static ENCODERS: &[EncoderQuirks] = &[
         convert: "videoconvert",
         output_caps: "video/x-h264,stream-format=byte-stream,alignment=au",
         parser: "h264parse",
+        // One frame of rate buffer (at 30 fps) for 300 ms after a large cut.
+        rate_buffer: Some(RateBuffer {
+            prop: "vbv-buf-capacity",
+            normal: "100",
+            after_cut: "34",
+        }),
     },
 ];
 

@@ -710,6 +710,8 @@ struct Runner {
     encode_backoff: Duration,
     control: Option<MediaControl>,
     applied_bps: u64,
+    /// When the encoder's rate buffer, shrunk after a large cut, goes back to normal.
+    rate_buffer_restore: Option<Instant>,
     /// A keyframe was asked for and not forced yet.
     keyframe_wanted: bool,
     last_forced: Option<Instant>,
@@ -808,6 +810,7 @@ impl Runner {
             encode_backoff: FIRST_ENCODE_BACKOFF,
             control: None,
             applied_bps: 0,
+            rate_buffer_restore: None,
             keyframe_wanted: false,
             last_forced: None,
             encode_started: now,
@@ -960,6 +963,12 @@ impl Runner {
             self.rebuild_encode(now);
         }
         self.maybe_force_keyframe(now);
+        if self.rate_buffer_restore.is_some_and(|t| now >= t) {
+            self.rate_buffer_restore = None;
+            if let Some(rb) = self.src.quirks.rate_buffer {
+                set_str(&self.src.encode.encoder, rb.prop, rb.normal);
+            }
+        }
         if self.audio_retry_at.is_some_and(|t| now >= t) {
             tracing::info!("trying the audio source again");
             self.audio_retry_at = None;
@@ -1255,6 +1264,14 @@ impl Runner {
         };
         if bps == self.applied_bps {
             return;
+        }
+        // A large cut: spend no more of what the rate buffer held at the old rate.
+        if let Some(rb) = self.src.quirks.rate_buffer {
+            if self.applied_bps > 0 && (bps as f64) < 0.75 * self.applied_bps as f64 {
+                set_str(&self.src.encode.encoder, rb.prop, rb.after_cut);
+                self.rate_buffer_restore =
+                    Some(Instant::now() + super::encoder::RATE_BUFFER_HOLD);
+            }
         }
         for (k, v) in self.src.quirks.bitrate_settings(bps, self.src.gop) {
             set_str(&self.src.encode.encoder, k, &v);
