@@ -1269,8 +1269,7 @@ impl Runner {
         if let Some(rb) = self.src.quirks.rate_buffer {
             if self.applied_bps > 0 && (bps as f64) < 0.75 * self.applied_bps as f64 {
                 set_str(&self.src.encode.encoder, rb.prop, rb.after_cut);
-                self.rate_buffer_restore =
-                    Some(Instant::now() + super::encoder::RATE_BUFFER_HOLD);
+                self.rate_buffer_restore = Some(Instant::now() + super::encoder::RATE_BUFFER_HOLD);
             }
         }
         for (k, v) in self.src.quirks.bitrate_settings(bps, self.src.gop) {
