@@ -101,23 +101,31 @@ impl Classifier {
     }
 
     fn learn_pmt(&mut self, p: &[u8]) {
-        let Some(s) = section(p) else { return };
-        if s.len() < 16 || s[0] != 0x02 {
-            return;
-        }
-        let info_len = (usize::from(s[10] & 0x0f) << 8) | usize::from(s[11]);
-        let mut i = 12 + info_len;
-        let end = s.len() - 4;
-        while i + 5 <= end {
-            let st = s[i];
-            let epid = (u16::from(s[i + 1] & 0x1f) << 8) | u16::from(s[i + 2]);
-            let es_info = (usize::from(s[i + 3] & 0x0f) << 8) | usize::from(s[i + 4]);
+        for (st, pid) in pmt_streams(p) {
             if is_audio_stream_type(st) {
-                self.audio_pids.insert(epid);
+                self.audio_pids.insert(pid);
             }
-            i += 5 + es_info;
         }
     }
+}
+
+/// (stream_type, elementary PID) of each stream a PMT section starting in `p` lists.
+fn pmt_streams(p: &[u8]) -> Vec<(u8, u16)> {
+    let mut out = Vec::new();
+    let Some(s) = section(p) else { return out };
+    if s.len() < 16 || s[0] != 0x02 {
+        return out;
+    }
+    let info_len = (usize::from(s[10] & 0x0f) << 8) | usize::from(s[11]);
+    let mut i = 12 + info_len;
+    let end = s.len() - 4;
+    while i + 5 <= end {
+        let pid = (u16::from(s[i + 1] & 0x1f) << 8) | u16::from(s[i + 2]);
+        out.push((s[i], pid));
+        let es_info = (usize::from(s[i + 3] & 0x0f) << 8) | usize::from(s[i + 4]);
+        i += 5 + es_info;
+    }
+    out
 }
 
 fn is_video_stream_type(t: u8) -> bool {
@@ -189,24 +197,11 @@ impl<T: Copy> FrameSlicer<T> {
     }
 
     fn learn_pmt(&mut self, p: &[u8]) {
-        if self.video_pid.is_some() {
-            return;
-        }
-        let Some(s) = section(p) else { return };
-        if s.len() < 16 || s[0] != 0x02 {
-            return;
-        }
-        let info_len = (usize::from(s[10] & 0x0f) << 8) | usize::from(s[11]);
-        let mut i = 12 + info_len;
-        let end = s.len() - 4;
-        while i + 5 <= end {
-            let epid = (u16::from(s[i + 1] & 0x1f) << 8) | u16::from(s[i + 2]);
-            if is_video_stream_type(s[i]) {
-                self.video_pid = Some(epid);
-                return;
-            }
-            let es_info = (usize::from(s[i + 3] & 0x0f) << 8) | usize::from(s[i + 4]);
-            i += 5 + es_info;
+        if self.video_pid.is_none() {
+            self.video_pid = pmt_streams(p)
+                .into_iter()
+                .find(|(st, _)| is_video_stream_type(*st))
+                .map(|(_, pid)| pid);
         }
     }
 }
