@@ -21,6 +21,7 @@
 //! - [`device`]: the box's front panel (status LED, tally, button over GPIO) and
 //!   health monitor (CPU, memory, temperatures, disk).
 //! - [`system`]: signals, stats HTTP endpoints.
+//! - [`web`]: the local web page and its JSON API (docs/web-api.md).
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -32,3 +33,4 @@ pub mod relay;
 pub mod sim;
 pub mod system;
 pub mod transport;
+pub mod web;

@@ -1,0 +1,1 @@
+//! The axum router for the local web page (docs/web-api.md).

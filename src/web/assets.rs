@@ -1,0 +1,1 @@
+//! The page's static files, compiled into the binary.

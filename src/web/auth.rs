@@ -1,0 +1,1 @@
+//! Admin password, sessions, CSRF tokens and the login rate limit.
