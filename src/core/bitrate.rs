@@ -210,6 +210,9 @@ pub struct ControllerStats {
     pub cuts: u64,
     pub rung_changes: u64,
     pub hot: bool,
+    /// Floor and ceiling in force (whole stream, bit/s).
+    pub floor_bps: u64,
+    pub ceiling_bps: u64,
 }
 
 #[derive(Debug)]
@@ -262,7 +265,21 @@ impl Controller {
         }
         c.stats.target_bps = c.target as u64;
         c.stats.rung = c.rung;
+        c.stats.floor_bps = c.cfg.floor_bps;
+        c.stats.ceiling_bps = c.cfg.ceiling_bps;
         c
+    }
+
+    /// New floor and ceiling (whole stream, bit/s) while running, e.g. from the web
+    /// page: the target is moved into them at once; nothing else is reset.
+    pub fn set_bounds(&mut self, floor_bps: u64, ceiling_bps: u64) {
+        let ceiling_bps = ceiling_bps.max(floor_bps);
+        self.cfg.floor_bps = floor_bps;
+        self.cfg.ceiling_bps = ceiling_bps;
+        self.target = self.target.clamp(floor_bps as f64, self.ceiling());
+        self.stats.target_bps = self.target as u64;
+        self.stats.floor_bps = floor_bps;
+        self.stats.ceiling_bps = ceiling_bps;
     }
 
     pub fn config(&self) -> &ControllerConfig {
@@ -629,6 +646,35 @@ mod tests {
         now += Duration::from_millis(50);
         c.handle_observation(now, &obs(vec![link(0.1, 100_000)], 0));
         assert_eq!(c.target().bps, 1_000_000);
+    }
+
+    #[test]
+    fn bounds_changed_while_running_move_the_target_and_hold() {
+        let t0 = Instant::now();
+        let cfg = ControllerConfig {
+            start_bps: 6_000_000,
+            ..Default::default()
+        };
+        let mut c = Controller::new(cfg, t0);
+        assert_eq!(c.target().bps, 6_000_000);
+        c.set_bounds(1_000_000, 4_000_000);
+        assert_eq!(c.target().bps, 4_000_000);
+        assert_eq!(
+            (c.stats().floor_bps, c.stats().ceiling_bps),
+            (1_000_000, 4_000_000)
+        );
+        // Plenty of capacity: the climb stops at the new ceiling.
+        let o = obs(vec![link(20.0, 0), link(20.0, 0)], 0);
+        let mut now = t0;
+        for _ in 0..200 {
+            c.handle_observation(now, &o);
+            now += Duration::from_millis(50);
+        }
+        assert_eq!(c.target().bps, 4_000_000);
+        // A floor above the target lifts it; a ceiling under the floor is the floor.
+        c.set_bounds(5_000_000, 3_000_000);
+        assert_eq!(c.target().bps, 5_000_000);
+        assert_eq!(c.stats().ceiling_bps, 5_000_000);
     }
 
     fn ladder() -> Vec<Rung> {

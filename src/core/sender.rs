@@ -476,6 +476,14 @@ impl Sender {
         self.cfg.latency = latency;
     }
 
+    /// Share of media bytes that may be sent twice (`[scheduler] duplicate_budget`),
+    /// changed while running.
+    pub fn set_duplicate_budget(&mut self, budget: f64) {
+        if budget.is_finite() {
+            self.cfg.duplicate_budget = budget.clamp(0.0, 1.0);
+        }
+    }
+
     /// A link's connection has joined the session (emits `LinkUp`). Re-adding a known
     /// id resets it.
     pub fn add_link(&mut self, now: Instant, id: LinkId) {

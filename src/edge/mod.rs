@@ -23,6 +23,7 @@
 //! time from process start to the relay's first acknowledgement of media.
 
 pub mod linkmgr;
+pub mod supervisor;
 pub mod usage;
 
 use crate::config::{EdgeConfig, InputConfig, LinkBind};
@@ -213,6 +214,9 @@ pub struct EdgeStats {
     pub relay: Option<SessionSummary>,
     /// Bitrate controller state (None when the source does not adapt).
     pub bitrate: Option<ControllerStats>,
+    /// The picture size the controller's ladder is on (e.g. "1280x720"), when the
+    /// source encodes here.
+    pub picture: Option<String>,
     /// What the source actually produced over the last second, bit/s.
     pub source_bps: f64,
     pub events: Vec<String>,
@@ -234,6 +238,51 @@ pub struct EdgeOptions {
     pub events: Option<mpsc::UnboundedSender<SenderEvent>>,
     /// When the process started, for `live_after_s` (default: when the edge starts).
     pub started: Option<Instant>,
+    /// Start live or stopped regardless of `[stream] autostart` (a stream restart
+    /// from the web page keeps what the engineer chose).
+    pub start_live: Option<bool>,
+}
+
+/// What a running edge takes from a changed configuration without a restart
+/// (the web page's settings marked `live`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveSettings {
+    /// Monthly data cap per link name (bytes; None: no cap).
+    pub caps: Vec<(String, Option<u64>)>,
+    /// Whole-stream floor and ceiling of the bitrate controller (bit/s), for
+    /// sources that encode here.
+    pub bounds: Option<(u64, u64)>,
+    pub duplicate_budget: f64,
+}
+
+impl LiveSettings {
+    pub fn from_config(cfg: &EdgeConfig) -> LiveSettings {
+        let bounds = matches!(
+            cfg.input,
+            InputConfig::V4l2 { .. } | InputConfig::Pattern { .. }
+        )
+        .then(|| {
+            let c = crate::media::controller_config(&cfg.video, &cfg.audio);
+            (c.floor_bps, c.ceiling_bps)
+        });
+        LiveSettings {
+            caps: cfg
+                .links
+                .iter()
+                .map(|l| (l.name.clone(), l.data_cap_bytes))
+                .collect(),
+            bounds,
+            duplicate_budget: cfg.scheduler.duplicate_budget,
+        }
+    }
+}
+
+/// Requests to the core task from outside (web page).
+#[derive(Debug)]
+enum CoreCommand {
+    /// Start (true) or stop and hold (false), as the button does.
+    SetLive(bool),
+    Apply(LiveSettings),
 }
 
 pub struct EdgeHandle {
@@ -242,6 +291,7 @@ pub struct EdgeHandle {
     stats: Arc<Mutex<EdgeStats>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    commands: mpsc::Sender<CoreCommand>,
 }
 
 impl EdgeHandle {
@@ -255,6 +305,15 @@ impl EdgeHandle {
     }
     pub fn stats(&self) -> EdgeStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+    /// Start (true) or stop and hold (false) sending media, as the button does.
+    /// Takes effect within the core task's next turn.
+    pub fn set_live(&self, live: bool) {
+        let _ = self.commands.try_send(CoreCommand::SetLive(live));
+    }
+    /// Apply what can change while streaming (caps, bitrate bounds, duplicates).
+    pub fn apply_live(&self, settings: LiveSettings) {
+        let _ = self.commands.try_send(CoreCommand::Apply(settings));
     }
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -461,6 +520,7 @@ pub async fn start_with_source(
     // Front panel: LEDs follow the state, the button starts and stops the stream.
     let (state_tx, state_rx) = watch::channel(BoxState::Booting);
     let (button_tx, button_rx) = mpsc::channel(8);
+    let (command_tx, command_rx) = mpsc::channel(16);
     match crate::device::panel::start_panel(&cfg.gpio, state_rx, button_tx, shutdown_rx.clone()) {
         Ok(Some(t)) => tasks.push(t),
         Ok(None) => {}
@@ -520,7 +580,7 @@ pub async fn start_with_source(
         controller,
         source_window: std::collections::VecDeque::new(),
         started,
-        live: cfg.autostart,
+        live: opts.start_live.unwrap_or(cfg.autostart),
         held: false,
         last_connected: Instant::now(),
         links_configured: links.len(),
@@ -536,6 +596,7 @@ pub async fn start_with_source(
         Inputs {
             hints: hint_rx,
             buttons: button_rx,
+            commands: command_rx,
         },
         shutdown_rx.clone(),
     )));
@@ -566,33 +627,28 @@ pub async fn start_with_source(
         stats,
         shutdown: shutdown_tx,
         tasks,
+        commands: command_tx,
     })
 }
 
 /// `braid edge --config FILE`: run until SIGINT/SIGTERM.
 pub async fn run(cfg: EdgeConfig) -> Result<()> {
     use crate::system::notify;
-    let h = start(
-        cfg,
-        EdgeOptions {
-            started: process_start(),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let sup = supervisor::Supervisor::start(cfg, process_start()).await?;
     tracing::info!("edge running");
     // The systemd watchdog is fed only while the core task refreshes the stats
     // (every 100 ms): a hung core loop stops the pings and systemd restarts us.
+    // (A stream restart starts the uptime again: any change counts.)
     let mut last_uptime = -1.0;
     notify::serve_until_signal("the edge's core task", |_| {
-        let uptime = h.stats().uptime_s;
-        let alive = uptime > last_uptime;
+        let uptime = sup.snapshot().uptime_s;
+        let alive = uptime != last_uptime;
         last_uptime = uptime;
         std::future::ready(alive)
     })
     .await;
     tracing::info!("shutting down");
-    h.shutdown().await;
+    sup.shutdown().await;
     Ok(())
 }
 
@@ -657,6 +713,7 @@ fn box_state(i: StateInputs) -> BoxState {
 struct Inputs {
     hints: mpsc::Receiver<(LinkId, f64)>,
     buttons: mpsc::Receiver<ButtonEvent>,
+    commands: mpsc::Receiver<CoreCommand>,
 }
 
 struct CoreTask {
@@ -744,6 +801,7 @@ impl CoreTask {
                 },
                 Some((id, q)) = inputs.hints.recv() => self.on_link(LinkMsg::Quality(id, q)),
                 Some(b) = inputs.buttons.recv() => self.on_button(b),
+                Some(c) = inputs.commands.recv() => self.on_command(c),
                 m = media.recv(), if media_open => match m {
                     Some((at, g)) => {
                         let arrived = Instant::now();
@@ -846,6 +904,9 @@ impl CoreTask {
                         st.sender = s;
                         st.uptime_s = self.epoch.elapsed().as_secs_f64();
                         st.bitrate = self.controller.as_ref().map(|c| c.stats());
+                        st.picture = self.controller.as_ref().and_then(|c| {
+                            c.config().ladder.get(c.target().rung).map(|r| r.name.clone())
+                        });
                         st.source_bps = self.source_window.iter().map(|w| w.1).sum::<usize>() as f64 * 8.0;
                     }
                 }
@@ -1027,6 +1088,42 @@ impl CoreTask {
         match &self.usage.file {
             Some(f) => f.store.view(),
             None => self.usage.memory.view(),
+        }
+    }
+
+    fn on_command(&mut self, c: CoreCommand) {
+        match c {
+            CoreCommand::SetLive(live) => {
+                let was = self.live;
+                self.live = live;
+                self.held = !live;
+                tracing::info!(
+                    live,
+                    "stream {} from the web page",
+                    if live { "started" } else { "stopped" }
+                );
+                if live && !was {
+                    self.control.send_modify(|c| c.keyframe_requests += 1);
+                }
+            }
+            CoreCommand::Apply(s) => {
+                tracing::info!(?s, "settings applied while running");
+                for (name, cap) in &s.caps {
+                    let cap = usage::Cap {
+                        monthly_bytes: *cap,
+                    };
+                    self.usage.memory.set_cap(name, cap);
+                    if let Some(f) = self.usage.file.as_mut() {
+                        f.store.set_cap(name, cap);
+                    }
+                }
+                // Re-judge the caps at the next stats tick.
+                self.usage.last_count = None;
+                if let (Some(c), Some((floor, ceiling))) = (self.controller.as_mut(), s.bounds) {
+                    c.set_bounds(floor, ceiling);
+                }
+                self.sender.set_duplicate_budget(s.duplicate_budget);
+            }
         }
     }
 
