@@ -87,6 +87,18 @@ async fn stop_apply_restart_and_start_again() {
     })
     .await;
     assert!(sup.snapshot().live);
+    // The relay's capture-to-output latency reaches the edge (the page shows it).
+    let s = sup.clone();
+    until(
+        Duration::from_secs(4),
+        "capture-to-output in the summary",
+        move || {
+            s.snapshot().relay.is_some_and(|r| {
+                r.capture_to_output_p50_ms.is_some() && r.capture_to_output_p95_ms.is_some()
+            })
+        },
+    )
+    .await;
 
     // Stop: nothing more reaches the relay, the state says stopped.
     assert!(!sup.set_live(false));

@@ -607,6 +607,8 @@ impl Receiver {
             late: self.stats.late,
             duplicates: self.stats.duplicates,
             latency_ms: self.cfg.latency.as_millis() as u32,
+            capture_to_output_p50_ms: None,
+            capture_to_output_p95_ms: None,
         }
     }
 

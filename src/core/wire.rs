@@ -356,6 +356,27 @@ pub struct SessionSummary {
     pub duplicates: u64,
     /// Release latency in force for the session (edge ingest to relay output), ms.
     pub latency_ms: u32,
+    /// Camera capture to relay output, median and 95th percentile over the relay's
+    /// recent window, ms (None until media was released). Appended to the frame;
+    /// a frame without them (older relay) decodes with None.
+    #[serde(default)]
+    pub capture_to_output_p50_ms: Option<u32>,
+    #[serde(default)]
+    pub capture_to_output_p95_ms: Option<u32>,
+}
+
+/// `u32::MAX` stands for "none" in optional u32 fields.
+const NONE_U32: u32 = u32::MAX;
+
+fn put_opt_u32(b: &mut BytesMut, v: Option<u32>) {
+    b.put_u32(v.map_or(NONE_U32, |v| v.min(NONE_U32 - 1)));
+}
+
+fn get_opt_u32(r: &mut &[u8]) -> Option<u32> {
+    if r.len() < 4 {
+        return None;
+    }
+    Some(r.get_u32()).filter(|v| *v != NONE_U32)
 }
 
 const CT_JOIN: u8 = 1;
@@ -415,6 +436,8 @@ pub fn encode_control(c: &Control) -> Bytes {
             body.put_u64(s.late);
             body.put_u64(s.duplicates);
             body.put_u32(s.latency_ms);
+            put_opt_u32(&mut body, s.capture_to_output_p50_ms);
+            put_opt_u32(&mut body, s.capture_to_output_p95_ms);
             CT_SUMMARY
         }
     };
@@ -466,6 +489,8 @@ pub fn decode_control(frame: &[u8]) -> Result<Control, WireError> {
                 late: r.get_u64(),
                 duplicates: r.get_u64(),
                 latency_ms: r.get_u32(),
+                capture_to_output_p50_ms: get_opt_u32(&mut r),
+                capture_to_output_p95_ms: get_opt_u32(&mut r),
             })
         }
         t => return Err(WireError::ControlType(t)),
@@ -578,18 +603,28 @@ mod tests {
         }
 
         #[test]
+        fn summary_without_latency_fields_decodes_with_none(a: u64, latency_ms: u32) {
+            let m = SessionSummary { released: a, latency_ms, capture_to_output_p50_ms: Some(1), capture_to_output_p95_ms: Some(2), ..Default::default() };
+            let f = encode_control(&Control::Summary(m));
+            // The frame an older relay sends: the 36 bytes before the latency fields.
+            let old = &f[2..f.len() - 8];
+            let want = SessionSummary { capture_to_output_p50_ms: None, capture_to_output_p95_ms: None, ..m };
+            prop_assert_eq!(decode_control(old).unwrap(), Control::Summary(want));
+        }
+
+        #[test]
         fn nack_roundtrip(session: u32, ranges in proptest::collection::vec((any::<u64>(), any::<u16>()), 0..MAX_NACK_RANGES)) {
             let n = Nack { session, ranges };
             prop_assert_eq!(decode(&encode_nack(&n)).unwrap(), Datagram::Nack(n));
         }
 
         #[test]
-        fn control_roundtrip(session: u32, link_id: u8, latency_ms: u32, name in "[a-z0-9]{0,40}", a: u64, b: u64, c: u64, d: u64) {
+        fn control_roundtrip(session: u32, link_id: u8, latency_ms: u32, name in "[a-z0-9]{0,40}", a: u64, b: u64, c: u64, d: u64, p50 in proptest::option::of(0u32..1_000_000), p95 in proptest::option::of(0u32..1_000_000)) {
             for m in [
                 Control::Join { version: VERSION, session, link_id, latency_ms, link_name: name.clone() },
                 Control::Accept { session, latency_ms },
                 Control::Reject { reason: name.clone() },
-                Control::Summary(SessionSummary { released: a, lost: b, late: c, duplicates: d, latency_ms }),
+                Control::Summary(SessionSummary { released: a, lost: b, late: c, duplicates: d, latency_ms, capture_to_output_p50_ms: p50, capture_to_output_p95_ms: p95 }),
             ] {
                 let f = encode_control(&m);
                 let len = u16::from_be_bytes([f[0], f[1]]) as usize;

@@ -78,6 +78,9 @@ pub(super) struct Session {
     /// Capture-to-output and ingest-to-output of recent releases.
     glass: LatencyWindow,
     transport: LatencyWindow,
+    /// Capture-to-output percentiles for the edge's summaries, recomputed at most
+    /// once a second (a sort of the window): (when, p50 ms, p95 ms).
+    glass_summary: Option<(Instant, Option<u32>, Option<u32>)>,
     started: Instant,
     no_link_since: Option<Instant>,
     next_summary: Instant,
@@ -135,6 +138,7 @@ impl Session {
             tap,
             glass: LatencyWindow::default(),
             transport: LatencyWindow::default(),
+            glass_summary: None,
             started: now,
             no_link_since: Some(now),
             next_summary: now + summary_interval,
@@ -324,7 +328,22 @@ impl Session {
                 let _ = l.conn.send_datagram(d);
             }
         }
-        if let Some(s) = self.rx.poll_summary(now) {
+        if let Some(mut s) = self.rx.poll_summary(now) {
+            if self
+                .glass_summary
+                .is_none_or(|g| now.duration_since(g.0) >= Duration::from_secs(1))
+            {
+                let p = self.glass.percentiles();
+                self.glass_summary = Some((
+                    now,
+                    p.map(|p| p.p50.round() as u32),
+                    p.map(|p| p.p95.round() as u32),
+                ));
+            }
+            if let Some((_, p50, p95)) = self.glass_summary {
+                s.capture_to_output_p50_ms = p50;
+                s.capture_to_output_p95_ms = p95;
+            }
             let frame = wire::encode_control(&Control::Summary(s));
             for l in self.links.values() {
                 // A control stream that is not draining loses summaries, not the session.
