@@ -570,6 +570,7 @@ fn toml_to_json(v: toml::Value) -> Json {
 fn redacted_values(mut values: Json) -> Json {
     fn walk(v: &mut Json, path: &str) {
         match v {
+            _ if is_secret(path) => *v = Json::String(REDACTED.into()),
             Json::Object(m) => {
                 for (k, child) in m.iter_mut() {
                     walk(child, &join(path, k));
@@ -580,7 +581,6 @@ fn redacted_values(mut values: Json) -> Json {
                     walk(child, &join(path, &i.to_string()));
                 }
             }
-            _ if is_secret(path) => *v = Json::String(REDACTED.into()),
             _ => {}
         }
     }
@@ -1485,6 +1485,10 @@ interface = \"wwan0\"
         let e = invalid(&s, json!({"relay.bogus": 1}));
         assert_eq!(e.field, "relay.bogus");
         assert!(e.message.starts_with("unknown field `bogus`"), "{e:?}");
+        let e = invalid(&s, json!({"gpio.button": 300}));
+        assert_eq!(e.field, "gpio.button", "{e:?}");
+        let e = invalid(&s, json!({"relay.latency_ms": 1.5}));
+        assert_eq!(e.field, "relay.latency_ms", "{e:?}");
         let e = invalid(&s, json!({"audio.codec": "mp3"}));
         assert_eq!(e.field, "audio.codec", "{e:?}");
     }
@@ -1862,6 +1866,58 @@ interface = \"wwan0\"
         }
         // The config's own key count: 56 edge keys plus [web].
         assert_eq!(fields().len(), 56 + 10);
+    }
+
+    /// Field names `parse_edge` expects where `zz_unknown = 1` is put after `header`
+    /// (read from its "unknown field" error).
+    fn parser_fields(text: &str, header: &str) -> Vec<String> {
+        let probe = if header.is_empty() {
+            format!("zz_unknown = 1\n{text}")
+        } else {
+            text.replacen(
+                &format!("{header}\n"),
+                &format!("{header}\nzz_unknown = 1\n"),
+                1,
+            )
+        };
+        let e = crate::config::parse_edge(&probe, std::path::Path::new("edge.toml")).unwrap_err();
+        let reason = e.reason();
+        let list = reason
+            .strip_prefix("unknown field `zz_unknown`, expected ")
+            .unwrap_or_else(|| panic!("{header}: {reason}"));
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn field_table_covers_the_parser() {
+        let text = format!(
+            "{MINIMAL}[input]\n[stats]\n[scheduler]\n[video]\n[audio]\n[stream]\n[modem]\n[gpio]\n[usage]\n"
+        );
+        let tables = parser_fields(&text, "");
+        assert!(tables.len() >= 12, "{tables:?}");
+        for table in tables {
+            let header = if table == "link" {
+                "[[link]]".to_string()
+            } else {
+                format!("[{table}]")
+            };
+            let section = if table == "link" {
+                "link.*".to_string()
+            } else {
+                table.clone()
+            };
+            for name in parser_fields(&text, &header) {
+                let key = format!("{section}.{name}");
+                assert!(
+                    field(&key).is_some(),
+                    "config.rs reads {key}, the field table lacks it"
+                );
+            }
+        }
     }
 
     #[test]
