@@ -138,6 +138,9 @@ pub struct EmulatorHandle {
     stats: Arc<Mutex<EmulatorStats>>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<anyhow::Result<EmulatorStats>>>,
+    /// (link index, loss) changes for the running loop.
+    control: mpsc::UnboundedSender<(usize, f64)>,
+    names: Vec<String>,
 }
 
 impl Emulator {
@@ -155,13 +158,24 @@ impl Emulator {
         let local_addr = listen.local_addr()?;
         let stats = Arc::new(Mutex::new(state.stats.clone()));
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(run_loop(cfg, state, listen, rx, Some(stats.clone())));
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let names = cfg.links.iter().map(|l| l.name.clone()).collect();
+        let task = tokio::spawn(run_loop(
+            cfg,
+            state,
+            listen,
+            rx,
+            Some(stats.clone()),
+            control_rx,
+        ));
         Ok(EmulatorHandle {
             local_addr,
             epoch,
             stats,
             shutdown: tx,
             task: Some(task),
+            control,
+            names,
         })
     }
 }
@@ -175,6 +189,16 @@ impl EmulatorHandle {
     /// Time zero of traces and outages.
     pub fn epoch(&self) -> Instant {
         self.epoch
+    }
+
+    /// Sets the random loss of the link called `name`, both directions, from now on
+    /// (1.0 cuts the link, as a modem losing its network; tests of failover seen
+    /// from outside). Returns false for an unknown name.
+    pub fn set_loss(&self, name: &str, loss: f64) -> bool {
+        match self.names.iter().position(|n| n == name) {
+            Some(i) => self.control.send((i, loss)).is_ok(),
+            None => false,
+        }
     }
 
     /// A snapshot of the counters (updated after every packet/timer event).
@@ -209,7 +233,9 @@ pub async fn run(
     let listen = UdpSocket::bind(cfg.listen)
         .await
         .with_context(|| format!("emulator: binding {}", cfg.listen))?;
-    run_loop(cfg, state, listen, shutdown, None).await
+    // No one changes the links of a standalone emulator: the sender stays here.
+    let (_control, control_rx) = mpsc::unbounded_channel();
+    run_loop(cfg, state, listen, shutdown, None, control_rx).await
 }
 
 struct Flow {
@@ -326,6 +352,7 @@ async fn run_loop(
     listen: UdpSocket,
     mut shutdown: watch::Receiver<bool>,
     shared: Option<Arc<Mutex<EmulatorStats>>>,
+    mut control: mpsc::UnboundedReceiver<(usize, f64)>,
 ) -> anyhow::Result<EmulatorStats> {
     let (tx, mut rx) = mpsc::unbounded_channel::<FromRelay>();
     let mut readers = JoinSet::new();
@@ -426,6 +453,12 @@ async fn run_loop(
                             st.stats.unknown_send_errors += 1;
                         }
                     }
+                }
+            }
+            Some((li, loss)) = control.recv() => {
+                if let Some(l) = st.links.get_mut(li) {
+                    l.up.set_loss(loss);
+                    l.down.set_loss(loss);
                 }
             }
             () = sleep => {}
