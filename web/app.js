@@ -42,6 +42,14 @@ api.setUnauthorizedHandler(() => {
   showLogin();
 });
 
+let firstScreen = true;
+
+/** Marks the first real screen drawn (tests/browser/weight.mjs reads the mark). */
+function drawn() {
+  if (firstScreen && typeof performance.mark === 'function') performance.mark('braid-first-screen');
+  firstScreen = false;
+}
+
 function leaveScreen() {
   if (cleanup) cleanup();
   cleanup = null;
@@ -123,6 +131,7 @@ function showSetup() {
     },
   );
   fill(main, form);
+  drawn();
   form.querySelector('input').focus();
 }
 
@@ -149,6 +158,7 @@ function showLogin() {
     },
   );
   fill(main, form);
+  drawn();
   form.querySelector('input').focus();
 }
 
@@ -170,9 +180,11 @@ function route() {
     else a.removeAttribute('aria-current');
   }
   leaveScreen();
+  window.scrollTo(0, 0);
   const view = h('section', { class: `view view-${tab.id}`, 'aria-label': tab.label });
   fill(main, view);
   cleanup = tab.render(view, { feed, api }) || null;
+  drawn();
 }
 
 async function logout() {

@@ -9,6 +9,7 @@ const HISTORY_S = 120;
 const STALE_MS = 3500;
 const SSE_RETRY_MS = 10000;
 const LOSS_WINDOW_S = 10;
+const STALL_S = 1.5;
 
 /**
  * The session's stats: `/api/events` while it works, `/api/stats` once a second
@@ -88,7 +89,7 @@ export class Feed {
     }
     const es = new EventSource('/api/events');
     this.es = es;
-    es.addEventListener('stats', (ev) => {
+    const onEvent = (ev) => {
       if (this.es !== es) return;
       if (this.mode !== 'sse') {
         // The stream works (again): polling is no longer needed.
@@ -101,7 +102,9 @@ export class Feed {
       } catch {
         // a malformed event is skipped; the next one comes in a second
       }
-    });
+    };
+    es.addEventListener('stats', onEvent);
+    es.addEventListener('message', onEvent);
     es.addEventListener('error', () => {
       if (this.es !== es) return;
       es.close();
@@ -162,6 +165,7 @@ export class Feed {
       }
       let bps = null;
       let loss = null;
+      let stalled = false;
       if (st) {
         const prev = hist[hist.length - 1];
         if (prev && up > prev.t && st.bytes_sent >= prev.bytes) {
@@ -171,8 +175,13 @@ export class Feed {
           bps = prev.bps;
         }
         if (!prev || up > prev.t) {
-          hist.push({ t: up, bytes: st.bytes_sent, acked: st.acked, lost: st.lost, bps });
+          const ackT = !prev || st.acked !== prev.acked ? up : prev.ackT;
+          hist.push({ t: up, bytes: st.bytes_sent, acked: st.acked, lost: st.lost, bps, ackT, ackBytes: !prev || st.acked !== prev.acked ? st.bytes_sent : prev.ackBytes });
         }
+        const cur = hist[hist.length - 1];
+        // Sending but nothing acknowledged for a while: the link is not delivering,
+        // whatever its state says yet.
+        stalled = !!l.connected && st.state !== 'down' && st.bytes_sent > cur.ackBytes && up - cur.ackT > Math.max(STALL_S, (3 * (st.srtt_ms || 0)) / 1000);
         while (hist.length > 2 && up - hist[0].t > LOSS_WINDOW_S) hist.shift();
         const first = hist[0];
         const dAcked = st.acked - first.acked;
@@ -184,7 +193,7 @@ export class Feed {
         total += bps;
         measured = true;
       }
-      derived.set(l.id, { bps, loss });
+      derived.set(l.id, { bps, loss, stalled });
     }
     for (const id of this.perLink.keys()) {
       if (!derived.has(id)) this.perLink.delete(id);
@@ -259,7 +268,7 @@ function statGrid(items) {
 function linkCard(l, colour) {
   const r = {};
   const mk = (key, cls) => (r[key] = h('span', { class: cls, dataset: { k: key } }, '–'));
-  const title = h('h3', null, h('span', { class: 'swatch', style: `background:${colour}`, 'aria-hidden': 'true' }), l.name);
+  const title = h('h3', null, h('span', { class: 'swatch', style: { background: colour }, 'aria-hidden': 'true' }), l.name);
   r.badge = h('span', { class: 'badge', role: 'status' });
   const card = h(
     'article',
@@ -284,12 +293,14 @@ function linkCard(l, colour) {
   return { card, r };
 }
 
-function updateLink(card, r, l, st, mv, usage, d) {
+const BADGE = { up: 'UP', probing: 'DOWN · probing', stalled: 'NO ACKS', down: 'DOWN' };
+
+function updateLink(card, r, l, st, mv, usage, d, capMb) {
   const up = linkIsUp(l, st);
-  const state = !l.connected ? 'down' : up ? 'up' : 'probing';
+  const state = !l.connected ? 'down' : !up ? 'probing' : d?.stalled ? 'stalled' : 'up';
   card.dataset.state = state;
   card.classList.toggle('is-down', state !== 'up');
-  setText(r.badge, state === 'up' ? (l.at_cap ? 'UP · at cap' : 'UP') : state === 'probing' ? 'DOWN · probing' : 'DOWN');
+  setText(r.badge, state === 'up' && l.at_cap ? 'UP · at cap' : BADGE[state]);
   r.badge.className = `badge ${state === 'up' ? (l.at_cap ? 'warn' : 'ok') : 'bad'}`;
   const modem = l.modem || mv?.status || null;
   setText(r.bind, bindText(l.bind) || '–');
@@ -303,15 +314,21 @@ function updateLink(card, r, l, st, mv, usage, d) {
   setText(r.loss, d?.loss !== null && d?.loss !== undefined ? `${(d.loss * 100).toFixed(1)} %` : '–');
   setText(r.day, usage ? fmtBytes(usage.day_bytes) : '–');
   setText(r.month, usage ? fmtBytes(usage.month_bytes) : '–');
-  const cap = usage?.month_cap_bytes;
+  // The cap as the usage counters know it, else as configured.
+  const cap = usage ? usage.month_cap_bytes : Number.isFinite(capMb) ? capMb * 1e6 : null;
   if (cap !== null && cap !== undefined) {
     const mb = Math.round(cap / 1e6);
     r.cap.dataset.capMb = String(mb);
-    const share = usage.share_of_cap ?? (cap > 0 ? usage.month_bytes / cap : 1);
-    setText(r.cap, `${mb.toLocaleString('en')} MB (${Math.round(share * 100)} % used)`);
-    r.meter.hidden = false;
-    r.fill.style.width = `${Math.min(100, share * 100)}%`;
-    r.meter.classList.toggle('full', !!usage.cap_reached);
+    if (usage) {
+      const share = usage.share_of_cap ?? (cap > 0 ? usage.month_bytes / cap : 1);
+      setText(r.cap, `${mb.toLocaleString('en')} MB (${Math.round(share * 100)} % used)`);
+      r.meter.hidden = false;
+      r.fill.style.width = `${Math.min(100, share * 100)}%`;
+      r.meter.classList.toggle('full', !!usage.cap_reached);
+    } else {
+      setText(r.cap, `${mb.toLocaleString('en')} MB`);
+      r.meter.hidden = true;
+    }
   } else {
     delete r.cap.dataset.capMb;
     setText(r.cap, 'none');
@@ -433,7 +450,8 @@ export function renderDashboard(view, { feed }) {
     const mv = new Map((s.modems || []).filter((m) => m.link).map((m) => [m.link, m]));
     for (const l of links) {
       const c = cards.get(l.id);
-      updateLink(c.card, c.r, l, sl.get(l.id), mv.get(l.name), ul.get(l.name), s.derived.links.get(l.id));
+      const conf = Array.isArray(values?.link) ? values.link.find((x) => x.name === l.name) : null;
+      updateLink(c.card, c.r, l, sl.get(l.id), mv.get(l.name), ul.get(l.name), s.derived.links.get(l.id), conf?.data_cap_mb);
     }
 
     // Charts: per-link throughput and target vs produced, in Mbit/s.

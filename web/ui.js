@@ -13,6 +13,9 @@ export function h(tag, attrs, ...children) {
         el.className = v;
       } else if (k === 'dataset') {
         Object.assign(el.dataset, v);
+      } else if (k === 'style') {
+        // through the CSSOM, which a strict Content-Security-Policy allows
+        Object.assign(el.style, v);
       } else if (k in el && typeof v !== 'string') {
         el[k] = v;
       } else {

@@ -25,7 +25,7 @@ const PASSWORD = process.env.PASSWORD || 'braid-test-pass-1';
 const CUT_DEADLINE_MS = Number(process.env.CUT_DEADLINE_MS || 2000);
 const STEP_TIMEOUT = 10000;
 
-const results = { ok: false, base_url: BASE, steps: {}, screenshots: [], console_errors: [], external_requests: [] };
+const results = { ok: false, base_url: BASE, steps: {}, screenshots: [], console_errors: [], resource_errors: [], external_requests: [] };
 
 function log(msg) {
   process.stderr.write(`page: ${msg}\n`);
@@ -76,7 +76,10 @@ async function main() {
     const page = browser.context.pages()[0] || (await browser.context.newPage());
     page.setDefaultTimeout(STEP_TIMEOUT);
     page.on('console', (m) => {
-      if (m.type() === 'error') results.console_errors.push(m.text());
+      if (m.type() !== 'error') return;
+      // A failed request is reported by the step that needed it; noted, not fatal.
+      if (m.text().startsWith('Failed to load resource')) results.resource_errors.push(m.text());
+      else results.console_errors.push(m.text());
     });
     page.on('pageerror', (e) => results.console_errors.push(String(e)));
     page.on('request', (r) => {
