@@ -1,7 +1,7 @@
 // Actions: stream start/stop/restart, reboot, logs, diagnostics, password, update.
 
 import { get, post, reason } from './api.js';
-import { h, fill, setText, toast, confirmDialog } from './ui.js';
+import { h, fill, setText, toast, confirmDialog, usernameField } from './ui.js';
 
 function busy(btn, label, fn) {
   return async () => {
@@ -94,6 +94,7 @@ export function renderActions(view, { feed }) {
   const pwForm = h(
     'form',
     { class: 'stack', novalidate: true },
+    usernameField(),
     pwField('pw-old', 'Current password', 'current-password'),
     pwField('pw-new', 'New password', 'new-password'),
     pwField('pw-new2', 'New password again', 'new-password'),

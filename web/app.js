@@ -1,7 +1,7 @@
 // Braid edge page: start-up, the password screens and the three tabs.
 
 import * as api from './api.js';
-import { h, fill, toast } from './ui.js';
+import { h, fill, toast, usernameField } from './ui.js';
 import { Feed, renderDashboard } from './dash.js';
 import { renderSettings } from './settings.js';
 import { renderActions } from './actions.js';
@@ -84,6 +84,7 @@ function authCard(title, intro, fields, submitLabel, onSubmit) {
     { class: 'card auth', novalidate: true },
     h('h1', null, title),
     intro ? h('p', { class: 'muted' }, intro) : null,
+    usernameField(),
     fields,
     err,
     btn,

@@ -136,7 +136,15 @@ export class Feed {
   }
 
   checkStale() {
-    this.setStale(this.running && this.lastAt > 0 && Date.now() - this.lastAt > STALE_MS);
+    const stale = this.running && this.lastAt > 0 && Date.now() - this.lastAt > STALE_MS;
+    if (stale && this.es && !document.hidden) {
+      // The stream is open but silent (a weak link can hold a dead connection for
+      // long): poll instead until a fresh stream delivers.
+      this.es.close();
+      this.es = null;
+      this.startPolling();
+    }
+    this.setStale(stale);
   }
 
   setStale(v) {
@@ -274,7 +282,7 @@ function linkCard(l, colour) {
     'article',
     { class: 'card link', dataset: { link: l.name }, 'aria-label': `Link ${l.name}` },
     h('header', { class: 'link-head' }, title, r.badge),
-    h('p', { class: 'link-sub muted' }, mk('bind'), ' · ', mk('op'), ' · ', mk('tech')),
+    h('p', { class: 'link-sub muted' }, mk('bind'), ' · ', mk('op'), (r.techSep = h('span', null, ' · ')), mk('tech')),
     h(
       'dl',
       { class: 'stats compact' },
@@ -304,13 +312,14 @@ function updateLink(card, r, l, st, mv, usage, d, capMb) {
   r.badge.className = `badge ${state === 'up' ? (l.at_cap ? 'warn' : 'ok') : 'bad'}`;
   const modem = l.modem || mv?.status || null;
   setText(r.bind, bindText(l.bind) || '–');
-  setText(r.op, modem?.operator || 'no modem');
-  setText(r.tech, TECH[modem?.tech] || modem?.tech || '–');
+  setText(r.op, modem ? modem.operator || 'no operator' : 'no modem');
+  r.tech.hidden = r.techSep.hidden = !modem;
+  setText(r.tech, TECH[modem?.tech] || modem?.tech || 'no service');
   setText(r.rsrp, fmtNum(modem?.rsrp_dbm, 0, 'dBm'));
   setText(r.sinr, fmtNum(modem?.sinr_db, 1, 'dB'));
   setText(r.bps, fmtBps(d?.bps ?? null));
   setText(r.share, d?.share !== null && d?.share !== undefined ? `${Math.round(d.share * 100)} % of traffic` : '');
-  setText(r.rtt, st && l.connected ? fmtNum(st.srtt_ms, 0, 'ms') : '–');
+  setText(r.rtt, st && l.connected ? fmtNum(st.srtt_ms, st.srtt_ms < 10 ? 1 : 0, 'ms') : '–');
   setText(r.loss, d?.loss !== null && d?.loss !== undefined ? `${(d.loss * 100).toFixed(1)} %` : '–');
   setText(r.day, usage ? fmtBytes(usage.day_bytes) : '–');
   setText(r.month, usage ? fmtBytes(usage.month_bytes) : '–');

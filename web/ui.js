@@ -48,6 +48,11 @@ export function setText(el, text) {
   if (el.textContent !== s) el.textContent = s;
 }
 
+/** The account name password managers file the password under (there is one user). */
+export function usernameField() {
+  return h('input', { type: 'text', name: 'username', autocomplete: 'username', value: 'admin', hidden: true, 'aria-hidden': 'true', tabindex: '-1' });
+}
+
 let idSeq = 0;
 export function uid(prefix) {
   idSeq += 1;

@@ -11,6 +11,8 @@
 //   MOCK_PASSWORD=...      start with that password already set
 //   MOCK_ASSETS=FILE       serve the page as build.rs embedded it: FILE is the generated
 //                          OUT_DIR/web_assets.rs (hashed names, its gzip bytes, ETags)
+//   MOCK_STATS_URL=URL     take the snapshots from a real edge's stats listener
+//                          (e.g. http://127.0.0.1:8081/api/stats) instead of inventing them
 
 import http from 'node:http';
 import fs from 'node:fs';
@@ -227,6 +229,12 @@ function snapshot() {
   };
 }
 
+async function stats() {
+  if (!process.env.MOCK_STATS_URL) return snapshot();
+  const r = await fetch(process.env.MOCK_STATS_URL);
+  return r.json();
+}
+
 // ---- HTTP -----------------------------------------------------------------
 function send(res, status, body, headers = {}) {
   const h = { 'Cache-Control': 'no-store', ...headers };
@@ -366,11 +374,17 @@ const server = http.createServer(async (req, res) => {
     for (const k of [...sessions.keys()]) if (k !== sid) sessions.delete(k);
     return send(res, 204);
   }
-  if (p === '/api/stats' && m === 'GET') return send(res, 200, snapshot());
+  if (p === '/api/stats' && m === 'GET') return send(res, 200, await stats());
   if (p === '/api/events' && m === 'GET') {
     if (!sseEnabled) return send(res, 503, { error: 'events off (mock hook)' });
     res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-store' });
-    const push = () => res.write(`event: stats\ndata: ${JSON.stringify(snapshot())}\n\n`);
+    const push = async () => {
+      try {
+        res.write(`event: stats\ndata: ${JSON.stringify(await stats())}\n\n`);
+      } catch {
+        res.end();
+      }
+    };
     push();
     const timer = setInterval(() => {
       if (!sseEnabled || !sessions.has(sid)) {
