@@ -204,6 +204,8 @@ export function renderSettings(view) {
         const sub = r.key.split('.').slice(2).join('.');
         const v = r.read();
         if (v === undefined) continue;
+        // an absent key left at its default stays absent
+        if (!(sub in row.original) && JSON.stringify(v) === JSON.stringify(baseline(r.f, undefined))) continue;
         if (v === null) delete obj[sub];
         else obj[sub] = v;
       }
@@ -352,6 +354,7 @@ export function renderSettings(view) {
         await load(false);
         status.textContent = 'The settings were changed elsewhere (another browser, or by hand) and have been reloaded. Your edits were not saved.';
         status.className = 'form-error';
+        window.scrollTo(0, 0);
       } else if (e.status === 422 && Array.isArray(e.body?.errors)) {
         const loose = [];
         for (const fe of e.body.errors) if (!showFieldError(fe.field, fe.message)) loose.push(`${fe.field}: ${fe.message}`);
