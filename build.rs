@@ -3,7 +3,7 @@
 //! Reads web/index.html, web/*.js, web/*.css and uPlot from web/node_modules (as
 //! `uplot.js` / `uplot.css`), gives every file but index.html a content-hashed name
 //! (`/assets/app.3f2a9c1b.js`), rewrites the references (index.html's attributes, the
-//! modules' `'./x.js'` imports) to those names, gzip-compresses each file and writes
+//! modules' `'./x.js'` imports and charts.js's `'./uplot.js'`) to those names, gzip-compresses each file and writes
 //! OUT_DIR/web_assets.rs, a table that assets.rs `include!`s. Without uPlot (no
 //! `make web-deps` yet) a stand-in is embedded: the page works, its charts say so.
 

@@ -1,5 +1,6 @@
-// Time-series charts on uPlot (loaded as a classic script before the modules; the
-// build embeds a stand-in without it, and then the charts say so instead).
+// Time-series charts on uPlot. uPlot (22 kB gzip, most of the page) is fetched only
+// when the first chart is drawn, so the first screen does not wait for it on a weak
+// link. The build embeds a stand-in when uPlot was not installed; the charts say so.
 
 export const LINK_COLOURS = ['#7dcfff', '#bb9af7', '#ff9e64', '#9ece6a', '#f7768e', '#e0af68', '#2ac3de', '#c0caf5'];
 
@@ -13,8 +14,26 @@ function clock(t) {
   return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
 }
 
-function hasUplot() {
-  return typeof window.uPlot === 'function';
+let loading = null;
+
+/** Loads uPlot's script and stylesheet once; resolves to whether uPlot is there. */
+function loadUplot() {
+  if (typeof window.uPlot === 'function') return Promise.resolve(true);
+  if (!loading) {
+    loading = new Promise((resolve) => {
+      // build.rs rewrites these to the hashed names beside this module
+      const css = document.createElement('link');
+      css.rel = 'stylesheet';
+      css.href = new URL('./uplot.css', import.meta.url).href;
+      document.head.append(css);
+      const js = document.createElement('script');
+      js.src = new URL('./uplot.js', import.meta.url).href;
+      js.onload = () => resolve(typeof window.uPlot === 'function');
+      js.onerror = () => resolve(false);
+      document.head.append(js);
+    });
+  }
+  return loading;
 }
 
 /** A chart of Mbit/s over wall-clock time: `series` are {label, stroke, dash}. */
@@ -23,14 +42,25 @@ export class Chart {
     this.box = box;
     this.plot = null;
     this.ro = null;
-    box.replaceChildren();
-    if (!hasUplot()) {
-      const p = document.createElement('p');
-      p.className = 'muted chart-missing';
-      p.textContent = 'charts unavailable (run make web-deps)';
-      box.append(p);
-      return;
-    }
+    this.data = null;
+    this.dead = false;
+    const note = document.createElement('p');
+    note.className = 'muted chart-missing';
+    note.textContent = 'loading chart…';
+    box.replaceChildren(note);
+    loadUplot().then((ok) => {
+      if (this.dead) return;
+      if (!ok) {
+        note.textContent = 'charts unavailable (run make web-deps)';
+        return;
+      }
+      note.remove();
+      this.create(series);
+    });
+  }
+
+  create(series) {
+    const box = this.box;
     const opts = {
       width: this.width(),
       height: HEIGHT,
@@ -73,7 +103,7 @@ export class Chart {
       ],
     };
     const empty = [[], ...series.map(() => [])];
-    this.plot = new window.uPlot(opts, empty, box);
+    this.plot = new window.uPlot(opts, this.data || empty, box);
     if (typeof ResizeObserver === 'function') {
       this.ro = new ResizeObserver(() => {
         const w = this.width();
@@ -88,10 +118,12 @@ export class Chart {
   }
 
   setData(data) {
+    this.data = data;
     if (this.plot) this.plot.setData(data);
   }
 
   destroy() {
+    this.dead = true;
     if (this.ro) this.ro.disconnect();
     if (this.plot) this.plot.destroy();
     this.plot = null;

@@ -8,7 +8,11 @@
 //   fcp_ms             first-contentful-paint (Performance API), median of RUNS loads
 //   dcl_ms, load_ms    DOMContentLoaded and load, medians
 //
-// Environment: BASE_URL (required), RUNS (default 5), CHROMIUM.
+//   weak               the same first load over an emulated weak phone link
+//                      (WEAK_KBPS down, default 500 kbit/s; 150 ms latency): first_screen_ms
+//                      and fcp_ms
+//
+// Environment: BASE_URL (required), RUNS (default 5), WEAK_KBPS, CHROMIUM.
 // The page's first screen (password setup or login) is what a first visit renders;
 // no session is needed.
 
@@ -22,11 +26,21 @@ const median = (xs) => {
   return s.length ? s[Math.floor((s.length - 1) / 2)] : null;
 };
 
-async function oneLoad(context) {
+const WEAK_KBPS = Number(process.env.WEAK_KBPS || 500);
+
+async function oneLoad(context, weak = false) {
   const page = await context.newPage();
   const cdp = await context.newCDPSession(page);
   await cdp.send('Network.enable');
   await cdp.send('Network.setCacheDisabled', { cacheDisabled: true });
+  if (weak) {
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false,
+      latency: 150,
+      downloadThroughput: (WEAK_KBPS * 1000) / 8,
+      uploadThroughput: (WEAK_KBPS * 500) / 8,
+    });
+  }
   const reqs = new Map();
   cdp.on('Network.responseReceived', (e) => {
     const r = e.response;
@@ -48,7 +62,7 @@ async function oneLoad(context) {
   });
   await page.goto(`${BASE}/`, { waitUntil: 'load' });
   // The first screen is drawn once a form or the dashboard is there.
-  await page.locator('form.auth, .view-dashboard').first().waitFor({ timeout: 10000 });
+  await page.locator('form.auth, .view-dashboard').first().waitFor({ timeout: 30000 });
   const timing = await page.evaluate(
     () =>
       new Promise((resolve) => {
@@ -77,8 +91,10 @@ async function oneLoad(context) {
 async function main() {
   const browser = await launch({ width: 390, height: 844 });
   const runs = [];
+  const weak = [];
   try {
     for (let i = 0; i < RUNS; i++) runs.push(await oneLoad(browser.context));
+    for (let i = 0; i < Math.min(RUNS, 3); i++) weak.push(await oneLoad(browser.context, true));
   } finally {
     await browser.close();
   }
@@ -97,6 +113,12 @@ async function main() {
     first_screen_ms: median(runs.map((r) => r.timing.first).filter((x) => x !== null)),
     dcl_ms: median(runs.map((r) => r.timing.dcl).filter((x) => x !== null)),
     load_ms: median(runs.map((r) => r.timing.load).filter((x) => x !== null)),
+    weak: {
+      down_kbps: WEAK_KBPS,
+      latency_ms: 150,
+      fcp_ms: median(weak.map((r) => r.timing.fcp).filter((x) => x !== null)),
+      first_screen_ms: median(weak.map((r) => r.timing.first).filter((x) => x !== null)),
+    },
   };
   process.stdout.write(`${JSON.stringify(out)}\n`);
   const ok = out.fcp_ms !== null && statics.every((r) => r.status === 200);
