@@ -45,7 +45,8 @@ fn main() {
     names.sort();
     for path in names {
         let file = path.file_name().unwrap().to_string_lossy().into_owned();
-        let keep = file == "index.html" || file.ends_with(".js") || file.ends_with(".css");
+        let keep = !file.starts_with('.')
+            && (file == "index.html" || file.ends_with(".js") || file.ends_with(".css"));
         if !keep {
             continue;
         }
