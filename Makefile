@@ -3,6 +3,7 @@
 #   make demo   install what is missing, build, run the loopback demo
 #   make test   install what is missing, fmt + clippy + all tests (what CI runs)
 #   make bench  run the benchmark scenarios and print their JSON reports
+#   make web-deps  the web page's npm packages (uPlot; playwright-core for tests/browser)
 #
 # Expects the shared trace directory beside the clone (../shared/traces/mahimahi),
 # or BRAID_TRACES pointing at it.
@@ -29,7 +30,7 @@ GST_PLUGIN_PKGS := gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer
 # apt-get needs root; use sudo when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build test demo bench bench-relay clean check-traces
+.PHONY: deps web-deps build test demo bench bench-relay clean check-traces
 
 ## deps: install missing system packages and rustup components (quiet when all present)
 deps:
@@ -40,6 +41,7 @@ deps:
 	command -v cc >/dev/null 2>&1 || missing="$$missing build-essential"; \
 	command -v srt-live-transmit >/dev/null 2>&1 || missing="$$missing srt-tools"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v gst-inspect-1.0 >/dev/null 2>&1 || missing="$$missing gstreamer1.0-tools"; \
 	pkg-config --exists gstreamer-app-1.0 2>/dev/null || missing="$$missing libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev"; \
 	for pkg in $(GST_PLUGIN_PKGS); do \
@@ -56,8 +58,23 @@ deps:
 	$(CARGO) clippy --version >/dev/null 2>&1 || { echo "deps: adding rustup component clippy"; rustup component add clippy; }; \
 	$(CARGO) fmt --version >/dev/null 2>&1 || { echo "deps: adding rustup component rustfmt"; rustup component add rustfmt; }
 
-## build: release binary at target/release/braid
-build:
+## web-deps: uPlot (embedded in the binary by build.rs) and playwright-core (the browser
+## scripts in tests/browser) into web/node_modules, from web/package-lock.json; installs
+## Debian's nodejs and npm first if npm is missing
+web-deps:
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "web-deps: installing nodejs npm"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
+	fi; \
+	if [ ! -d web/node_modules/uplot ] || [ web/package-lock.json -nt web/node_modules ]; then \
+		echo "web-deps: npm ci in web/"; \
+		(cd web && npm ci --no-audit --no-fund --loglevel=error); \
+		touch web/node_modules; \
+	fi
+
+## build: release binary at target/release/braid (the web page embedded, charts included)
+build: web-deps
 	$(CARGO) build --release $(LOCKED)
 
 check-traces:
@@ -69,14 +86,14 @@ check-traces:
 	fi
 
 ## test: formatting, lints, all tests (the CI entry point, see .ci/run)
-test: deps check-traces
+test: deps web-deps check-traces
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets $(LOCKED) -- -D warnings
 	$(CARGO) test $(LOCKED)
 	scripts/verify-units.sh
 
 ## demo: relay + emulator + edge + ffmpeg on loopback (scripts/demo.sh; DEMO_SECONDS=60)
-demo: deps build check-traces
+demo: deps web-deps build check-traces
 	scripts/demo.sh
 
 ## bench: benchmark scenarios, JSON reports on stdout (scripts/bench.sh)
