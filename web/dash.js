@@ -416,8 +416,9 @@ export function renderDashboard(view, { feed }) {
     fill(hr.state, h('span', { class: `pill st-${state}` }, state), s.live ? ' sending' : ' not sending');
     setText(hr.uptime, fmtDuration(s.uptime_s));
     const rel = s.relay;
-    const p50 = rel?.latency_p50_ms ?? s.latency?.p50_ms;
-    const p95 = rel?.latency_p95_ms ?? s.latency?.p95_ms;
+    // Camera capture to relay output, measured by the relay (its summary).
+    const p50 = rel?.capture_to_output_p50_ms;
+    const p95 = rel?.capture_to_output_p95_ms;
     let lat = rel ? `${rel.latency_ms} ms budget` : '–';
     if (Number.isFinite(p50)) lat = `p50 ${Math.round(p50)} ms, p95 ${Number.isFinite(p95) ? Math.round(p95) : '–'} ms (budget ${rel?.latency_ms ?? '–'})`;
     setText(hr.latency, lat);
@@ -429,7 +430,7 @@ export function renderDashboard(view, { feed }) {
     setText(er.target, s.bitrate ? fmtBps(s.bitrate.target_bps) + (s.bitrate.hot ? ' (hot: capped)' : '') : 'not adapting');
     setText(er.produced, fmtBps(s.source_bps));
     setText(er.sent, fmtBps(s.derived.totalBps));
-    setText(er.res, resolutionFor(values, s.bitrate?.rung) ?? '–');
+    setText(er.res, s.picture ?? resolutionFor(values, s.bitrate?.rung) ?? '–');
 
     const dr = dev.refs;
     const temps = s.health?.temperatures || [];

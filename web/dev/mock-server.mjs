@@ -222,8 +222,9 @@ function snapshot() {
         quality: 1,
       })),
     },
-    relay: { released: Math.round(t * 900), lost: 3, late: 1, duplicates: 50, latency_ms: values.relay.latency_ms ?? 500 },
-    bitrate: { target_bps: Math.round(target), rung: 0, capacity_bps: 6e6, queue_ms: 12, cuts: 2, rung_changes: 0, hot: false },
+    relay: { released: Math.round(t * 900), lost: 3, late: 1, duplicates: 50, latency_ms: values.relay.latency_ms ?? 500, capture_to_output_p50_ms: 548, capture_to_output_p95_ms: 561 },
+    bitrate: { target_bps: Math.round(target), rung: 0, capacity_bps: 6e6, queue_ms: 12, cuts: 2, rung_changes: 0, hot: false, floor_bps: 700000, ceiling_bps: 12000000 },
+    picture: '1280x720',
     source_bps: target * (0.93 + Math.random() * 0.05),
     events: ['3.012s link modem0 up', '3.020s link modem1 up', '3.100s link wifi up', ...links.filter((l) => l.down).map((l) => `${t.toFixed(3)}s link ${l.name} down`)],
   };
