@@ -1073,6 +1073,111 @@ async fn tls_with_given_files_and_restart_keeps_the_certificate() {
     s.stop().await;
 }
 
+#[tokio::test]
+async fn session_cap_ends_the_least_recently_used() {
+    let s = start().await;
+    let first = s.setup().await;
+    let second = s.login_ok().await;
+    // Keep `second` the more recently used of the two.
+    assert_eq!(s.get(&second, "/api/stats").await.status(), StatusCode::OK);
+    for _ in 0..braid::web::auth::MAX_SESSIONS - 1 {
+        s.login_ok().await;
+    }
+    assert_eq!(
+        s.get(&first, "/api/stats").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(s.get(&second, "/api/stats").await.status(), StatusCode::OK);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn junk_input_never_breaks_the_server() {
+    use rand::{Rng, SeedableRng};
+    let s = start().await;
+    let me = s.setup().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    let json_like: &[&str] = &[
+        "{",
+        "}",
+        "[",
+        "]",
+        "\"",
+        ":",
+        ",",
+        "null",
+        "true",
+        "1e999",
+        "-0",
+        "\\u0000",
+        "\\ud800",
+        "password",
+        "confirm",
+        "revision",
+        "changes",
+        " ",
+        "\u{1F600}",
+    ];
+    for i in 0..300 {
+        let body: Vec<u8> = if i % 2 == 0 {
+            (0..rng.gen_range(0..200)).map(|_| rng.gen()).collect()
+        } else {
+            (0..rng.gen_range(0..30))
+                .map(|_| json_like[rng.gen_range(0..json_like.len())])
+                .collect::<String>()
+                .into_bytes()
+        };
+        let (method, path) = ROUTES[rng.gen_range(0..ROUTES.len())];
+        let path = path.replace("{*path}", "x%00%2e%2e/..%2f");
+        let cookie = match rng.gen_range(0..3) {
+            0 => me.cookie.clone(),
+            1 => format!("braid_session={}", "f".repeat(rng.gen_range(0..100))),
+            _ => "braid_session".to_string(),
+        };
+        let csrf = if rng.gen_bool(0.5) {
+            me.csrf.clone()
+        } else {
+            "\u{7f}x".into()
+        };
+        // Never log out or change the password: the loop needs the session.
+        if path == "/api/auth/logout"
+            || path == "/api/auth/password"
+            || path == "/api/system/reboot"
+        {
+            continue;
+        }
+        let query = if rng.gen_bool(0.3) {
+            "?lines=%FF&lines="
+        } else {
+            ""
+        };
+        let r = s
+            .http
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                s.url(&format!("{path}{query}")),
+            )
+            .header(CONTENT_TYPE, "application/json")
+            .header(COOKIE, cookie)
+            .header("X-CSRF-Token", csrf.replace('\u{7f}', ""))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        assert!(
+            status.is_success() || status.is_client_error() || path == "/api/settings",
+            "{method} {path}: {status}"
+        );
+        if !status.is_success() {
+            error_of(r).await;
+        }
+    }
+    // Still serving, still logged in.
+    assert_eq!(s.get(&me, "/api/stats").await.status(), StatusCode::OK);
+    s.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // Settings (against the contract; the settings engine lands separately)
 // ---------------------------------------------------------------------------
