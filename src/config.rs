@@ -8,8 +8,8 @@
 //!
 //! Every error is a [`ConfigError`] whose `Display` is `FILE:LINE: reason`
 //! (or `FILE: reason` when there is no line, e.g. the file cannot be read).
-//! Relative paths (`cert`, `key`, `ca`) are resolved against the directory of
-//! the configuration file. See `docs/config.md` for the user-facing reference.
+//! Relative paths (`cert`, `key`, `ca`, `usage.file`, the `[web]` files) are
+//! resolved against the directory of the configuration file. See `docs/config.md` for the user-facing reference.
 
 use std::fmt;
 use std::io;
