@@ -8,8 +8,8 @@
 //!
 //! Every error is a [`ConfigError`] whose `Display` is `FILE:LINE: reason`
 //! (or `FILE: reason` when there is no line, e.g. the file cannot be read).
-//! Relative paths (`cert`, `key`, `ca`) are resolved against the directory of
-//! the configuration file. See `docs/config.md` for the user-facing reference.
+//! Relative paths (`cert`, `key`, `ca`, `usage.file`, the `[web]` files) are
+//! resolved against the directory of the configuration file. See `docs/config.md` for the user-facing reference.
 
 use std::fmt;
 use std::io;
@@ -93,6 +93,16 @@ pub const DEFAULT_RELAY_STATS_LISTEN: SocketAddr =
 pub const DEFAULT_DUPLICATE_BUDGET: f64 = 0.02;
 /// Allowed range of `scheduler.duplicate_budget`.
 pub const DUPLICATE_BUDGET_RANGE: RangeInclusive<f64> = 0.0..=0.5;
+/// Default `web.password_file` (relative to the config file's directory).
+pub const DEFAULT_WEB_PASSWORD_FILE: &str = "web-password";
+/// Default `web.session_idle_minutes`.
+pub const DEFAULT_SESSION_IDLE_MINUTES: i64 = 720;
+/// Allowed range of `web.session_idle_minutes` (five minutes to a week).
+pub const SESSION_IDLE_MINUTES_RANGE: RangeInclusive<i64> = 5..=10_080;
+/// Default `web.reboot_command`.
+pub const DEFAULT_REBOOT_COMMAND: &[&str] = &["systemctl", "reboot"];
+/// Default `web.log_unit`.
+pub const DEFAULT_LOG_UNIT: &str = "braid-edge";
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -433,6 +443,40 @@ pub struct EdgeConfig {
     pub gpio: crate::device::gpio::GpioConfig,
     /// `[usage]`: where per-link data usage is kept, and the billing day.
     pub usage: UsageConfig,
+    /// `[web]`: the local web page (docs/web-api.md). `None` when the table is
+    /// absent or `enabled = false`.
+    pub web: Option<WebConfig>,
+}
+
+/// `[web]` of `edge.toml`: the local web page and its API (docs/web-api.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebConfig {
+    /// Where the page is served (required).
+    pub listen: SocketAddr,
+    /// Argon2 PHC hash of the admin password; written by the page on first visit.
+    /// Resolved against the config file's directory (default `web-password`).
+    pub password_file: PathBuf,
+    /// First-boot plaintext password, hashed into `password_file` at start when that
+    /// does not exist yet, then deleted.
+    pub initial_password_file: Option<PathBuf>,
+    /// HTTPS instead of HTTP.
+    pub tls: Option<WebTls>,
+    /// A session not used for this long is logged out (5 minutes to a week).
+    pub session_idle: Duration,
+    /// Program and arguments run by "reboot" (never empty).
+    pub reboot_command: Vec<String>,
+    /// systemd unit whose journal the log view shows.
+    pub log_unit: String,
+}
+
+/// Where the web page's TLS certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebTls {
+    /// `cert` and `key` given (resolved paths).
+    Files { cert: PathBuf, key: PathBuf },
+    /// A self-signed certificate generated once beside `password_file`
+    /// (`web-cert.pem`, `web-key.pem`).
+    SelfSigned,
 }
 
 /// `[usage]` of `edge.toml`.
@@ -1088,6 +1132,23 @@ struct RawEdge {
     gpio: Option<Spanned<crate::device::gpio::GpioConfig>>,
     #[serde(default)]
     usage: Option<RawUsage>,
+    #[serde(default)]
+    web: Option<Spanned<RawWeb>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    enabled: Option<bool>,
+    listen: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    initial_password_file: Option<Spanned<String>>,
+    tls: Option<Spanned<bool>>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+    session_idle_minutes: Option<Spanned<i64>>,
+    reboot_command: Option<Spanned<Vec<Spanned<String>>>>,
+    log_unit: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1357,12 +1418,17 @@ pub fn parse_edge(text: &str, path_for_messages: &Path) -> Result<EdgeConfig, Co
             usage.billing_day = ctx.int_in_range("usage.billing_day", d, &(1..=28))? as u8;
         }
     }
+    let web = match &raw.web {
+        Some(w) => edge_web(&ctx, w)?,
+        None => None,
+    };
     Ok(EdgeConfig {
         device,
         relay,
         input,
         links,
         usage,
+        web,
         stats_listen,
         scheduler,
         video,
@@ -1371,6 +1437,126 @@ pub fn parse_edge(text: &str, path_for_messages: &Path) -> Result<EdgeConfig, Co
         modem: raw.modem.unwrap_or_default(),
         gpio,
     })
+}
+
+fn edge_web(ctx: &Ctx, raw: &Spanned<RawWeb>) -> Result<Option<WebConfig>, ConfigError> {
+    let w = raw.get_ref();
+    if w.enabled == Some(false) {
+        return Ok(None);
+    }
+    let listen = match &w.listen {
+        Some(l) => ctx.socket_addr("web.listen", l)?,
+        None => {
+            return Err(ctx.invalid(
+                Some(raw.span()),
+                "web.listen: required when [web] is enabled (e.g. \"0.0.0.0:80\")",
+            ))
+        }
+    };
+    let password_file = match &w.password_file {
+        Some(p) => ctx.file_path("web.password_file", p)?,
+        None => ctx.base.join(DEFAULT_WEB_PASSWORD_FILE),
+    };
+    let initial_password_file = match &w.initial_password_file {
+        Some(p) => {
+            let path = ctx.file_path("web.initial_password_file", p)?;
+            if path == password_file {
+                return Err(ctx.invalid(
+                    Some(p.span()),
+                    "web.initial_password_file: must not be the same file as web.password_file",
+                ));
+            }
+            Some(path)
+        }
+        None => None,
+    };
+    let tls_on = w.tls.as_ref().is_some_and(|t| *t.get_ref());
+    let tls = match (&w.cert, &w.key) {
+        (Some(c), Some(k)) => {
+            if !tls_on {
+                return Err(ctx.invalid(
+                    Some(c.span()),
+                    "web.cert: cert and key are used only with tls = true",
+                ));
+            }
+            Some(WebTls::Files {
+                cert: ctx.file_path("web.cert", c)?,
+                key: ctx.file_path("web.key", k)?,
+            })
+        }
+        (Some(c), None) => {
+            return Err(ctx.invalid(
+                Some(c.span()),
+                "web.cert: give both cert and key, or neither (self-signed)",
+            ))
+        }
+        (None, Some(k)) => {
+            return Err(ctx.invalid(
+                Some(k.span()),
+                "web.key: give both cert and key, or neither (self-signed)",
+            ))
+        }
+        (None, None) => tls_on.then_some(WebTls::SelfSigned),
+    };
+    let minutes = match &w.session_idle_minutes {
+        Some(m) => ctx.int_in_range("web.session_idle_minutes", m, &SESSION_IDLE_MINUTES_RANGE)?,
+        None => DEFAULT_SESSION_IDLE_MINUTES,
+    };
+    let reboot_command = match &w.reboot_command {
+        Some(cmd) => {
+            let argv = cmd.get_ref();
+            if argv.is_empty() {
+                return Err(ctx.invalid(
+                    Some(cmd.span()),
+                    "web.reboot_command: must name a program (e.g. [\"systemctl\", \"reboot\"])",
+                ));
+            }
+            for a in argv {
+                if a.get_ref().is_empty() || a.get_ref().contains('\0') {
+                    return Err(ctx.invalid(
+                        Some(a.span()),
+                        format!(
+                            "web.reboot_command: arguments must be non-empty and without NUL, got {:?}",
+                            a.get_ref()
+                        ),
+                    ));
+                }
+            }
+            argv.iter().map(|a| a.get_ref().clone()).collect()
+        }
+        None => DEFAULT_REBOOT_COMMAND
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let log_unit = match &w.log_unit {
+        Some(u) => {
+            let s = u.get_ref();
+            let ok = (1..=256).contains(&s.len())
+                && !s.starts_with('-')
+                && s.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'-' | b'_' | b'.' | b'@' | b':' | b'\\')
+                });
+            if !ok {
+                return Err(ctx.invalid(
+                    Some(u.span()),
+                    format!("web.log_unit: expected a systemd unit name (e.g. \"braid-edge\"), got {s:?}"),
+                ));
+            }
+            s.clone()
+        }
+        None => DEFAULT_LOG_UNIT.to_string(),
+    };
+    Ok(Some(WebConfig {
+        listen,
+        password_file,
+        initial_password_file,
+        tls,
+        session_idle: Duration::from_secs(minutes as u64 * 60),
+        reboot_command,
+        log_unit,
+    }))
 }
 
 fn edge_relay(ctx: &Ctx, raw: &Spanned<RawRelayTarget>) -> Result<RelayTarget, ConfigError> {
@@ -2317,6 +2503,16 @@ address = "127.0.0.1:6010"
         // The example spells out the defaults.
         assert_eq!(c.video, VideoConfig::default());
         assert_eq!(c.audio, AudioConfig::default());
+        let web = c.web.expect("the example has a [web] table");
+        assert_eq!(web.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            web.password_file,
+            PathBuf::from("/var/lib/braid/web-password")
+        );
+        assert_eq!(web.tls, None);
+        assert_eq!(web.session_idle, Duration::from_secs(720 * 60));
+        assert_eq!(web.reboot_command, DEFAULT_REBOOT_COMMAND);
+        assert_eq!(web.log_unit, DEFAULT_LOG_UNIT);
     }
 
     #[test]
@@ -3282,6 +3478,131 @@ address = "127.0.0.1:6010"
         }
     }
 
+    #[test]
+    fn web_table_defaults_and_paths() {
+        let dir = Path::new("/etc/braid/edge.toml");
+        let c = parse_edge(EDGE, dir).unwrap();
+        assert_eq!(c.web, None, "no [web] table: no page");
+
+        let text = format!("{EDGE}\n[web]\nlisten = \"127.0.0.1:8080\"\n");
+        let w = parse_edge(&text, dir).unwrap().web.unwrap();
+        assert_eq!(w.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(w.password_file, PathBuf::from("/etc/braid/web-password"));
+        assert_eq!(w.initial_password_file, None);
+        assert_eq!(w.tls, None);
+        assert_eq!(w.session_idle, Duration::from_secs(720 * 60));
+        assert_eq!(w.reboot_command, ["systemctl", "reboot"]);
+        assert_eq!(w.log_unit, "braid-edge");
+
+        let text = format!(
+            "{EDGE}\n[web]\nlisten = \"[::]:443\"\npassword_file = \"state/pw\"\n\
+             initial_password_file = \"/boot/pw.txt\"\ntls = true\n\
+             session_idle_minutes = 5\nreboot_command = [\"/sbin/reboot\", \"-f\"]\n\
+             log_unit = \"braid-edge@cam1.service\"\n"
+        );
+        let w = parse_edge(&text, dir).unwrap().web.unwrap();
+        assert_eq!(w.listen.port(), 443);
+        assert_eq!(w.password_file, PathBuf::from("/etc/braid/state/pw"));
+        assert_eq!(w.initial_password_file, Some(PathBuf::from("/boot/pw.txt")));
+        assert_eq!(w.tls, Some(WebTls::SelfSigned));
+        assert_eq!(w.session_idle, Duration::from_secs(300));
+        assert_eq!(w.reboot_command, ["/sbin/reboot", "-f"]);
+        assert_eq!(w.log_unit, "braid-edge@cam1.service");
+
+        let text = format!(
+            "{EDGE}\n[web]\nlisten = \"0.0.0.0:443\"\ntls = true\ncert = \"web.crt\"\nkey = \"web.key\"\n"
+        );
+        let w = parse_edge(&text, dir).unwrap().web.unwrap();
+        assert_eq!(
+            w.tls,
+            Some(WebTls::Files {
+                cert: "/etc/braid/web.crt".into(),
+                key: "/etc/braid/web.key".into()
+            })
+        );
+
+        // Disabled: no listen needed, nothing served.
+        let text = format!("{EDGE}\n[web]\nenabled = false\n");
+        assert_eq!(parse_edge(&text, dir).unwrap().web, None);
+    }
+
+    #[test]
+    fn web_errors_point_at_their_line() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "listen = \"localhost:80\"",
+                "listen = \"localhost:80\"",
+                "web.listen: expected IP:PORT",
+            ),
+            ("enabled = true", "[web]", "web.listen: required"),
+            (
+                "listen = \"0.0.0.0:80\"\nsession_idle_minutes = 4",
+                "session_idle_minutes = 4",
+                "web.session_idle_minutes: must be between 5 and 10080, got 4",
+            ),
+            (
+                "listen = \"0.0.0.0:80\"\nsession_idle_minutes = 10081",
+                "session_idle_minutes = 10081",
+                "web.session_idle_minutes: must be between 5 and 10080, got 10081",
+            ),
+            (
+                "listen = \"0.0.0.0:80\"\npassword_file = \" \"",
+                "password_file = \" \"",
+                "web.password_file: must not be empty",
+            ),
+            (
+                "listen = \"0.0.0.0:80\"\ninitial_password_file = \"web-password\"",
+                "initial_password_file = \"web-password\"",
+                "web.initial_password_file: must not be the same",
+            ),
+            (
+                "listen = \"0.0.0.0:80\"\ncert = \"a.pem\"\nkey = \"b.pem\"",
+                "cert = \"a.pem\"",
+                "web.cert: cert and key are used only with tls = true",
+            ),
+            (
+                "listen = \"0.0.0.0:80\"\ntls = true\nkey = \"b.pem\"",
+                "key = \"b.pem\"",
+                "web.key: give both",
+            ),
+            (
+                "listen = \"0.0.0.0:80\"\ntls = true\ncert = \"a.pem\"",
+                "cert = \"a.pem\"",
+                "web.cert: give both",
+            ),
+            (
+                "listen = \"0.0.0.0:80\"\nreboot_command = []",
+                "reboot_command = []",
+                "web.reboot_command: must name a program",
+            ),
+            (
+                "listen = \"0.0.0.0:80\"\nreboot_command = [\"reboot\", \"\"]",
+                "reboot_command = [\"reboot\", \"\"]",
+                "web.reboot_command: arguments must be non-empty",
+            ),
+            (
+                "listen = \"0.0.0.0:80\"\nlog_unit = \"braid edge\"",
+                "log_unit = \"braid edge\"",
+                "web.log_unit: expected a systemd unit name",
+            ),
+            (
+                "listen = \"0.0.0.0:80\"\nlog_unit = \"--all\"",
+                "log_unit = \"--all\"",
+                "web.log_unit: expected a systemd unit name",
+            ),
+        ];
+        for (body, line, reason) in cases {
+            let text = format!("{EDGE}\n[web]\n{body}\n");
+            let e = edge_err(&text);
+            assert_eq!(e.line(), Some(line_no(&text, line, 0)), "{body}: {e}");
+            assert!(e.reason().starts_with(reason), "{body}: {e}");
+        }
+        let e = edge_err(&format!(
+            "{EDGE}\n[web]\nlisten = \"0.0.0.0:80\"\ntls = \"yes\"\n"
+        ));
+        assert!(e.to_string().contains("invalid type"), "{e}");
+    }
+
     /// Every key of both schemas, as `table.key` paths (`[[device.output]]`
     /// keys as `device.output.key`). Keep in sync with the raw structs; the
     /// tests below check docs/config.md and the examples against it.
@@ -3342,6 +3663,16 @@ address = "127.0.0.1:6010"
         "gpio.tally",
         "gpio.tally_active_low",
         "gpio.poll_interval_ms",
+        "web.enabled",
+        "web.listen",
+        "web.password_file",
+        "web.initial_password_file",
+        "web.tls",
+        "web.cert",
+        "web.key",
+        "web.session_idle_minutes",
+        "web.reboot_command",
+        "web.log_unit",
     ];
     const RELAY_KEYS: &[&str] = &[
         "relay.listen",
@@ -3473,7 +3804,7 @@ address = "127.0.0.1:6010"
     #[test]
     fn key_list_matches_parser() {
         let edge = format!(
-            "{EDGE}[stats]\nenabled = true\n[scheduler]\n[video]\n[audio]\n[stream]\n[modem]\n[gpio]\n[usage]\n"
+            "{EDGE}[stats]\nenabled = true\n[scheduler]\n[video]\n[audio]\n[stream]\n[modem]\n[gpio]\n[usage]\n[web]\n"
         );
         let mut tables = expected_fields(&edge, "", edge_err);
         tables.sort();
@@ -3491,7 +3822,8 @@ address = "127.0.0.1:6010"
                 "stats",
                 "stream",
                 "usage",
-                "video"
+                "video",
+                "web"
             ]
         );
         let mut from_parser: Vec<String> = [
@@ -3507,6 +3839,7 @@ address = "127.0.0.1:6010"
             "[modem]",
             "[gpio]",
             "[usage]",
+            "[web]",
         ]
         .iter()
         .flat_map(|h| {

@@ -8,6 +8,7 @@
 //!   per field, atomic save.
 //! - [`assets`]: the page's files, compiled into the binary (gzip-compressed, cached).
 //! - [`api`]: the axum router (`/api/...` and the page), TLS, serving.
+//! - [`logs`]: the daemon's recent log lines in memory (a `tracing` layer).
 //!
 //! The daemon behind the page is reached through [`EdgeControl`], so the API can be
 //! tested against a double as well as the real edge.
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod logs;
 pub mod settings;
 
 use crate::config::EdgeConfig;
