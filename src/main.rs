@@ -140,7 +140,7 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Edge { config } => {
             init_logs("info");
             let cfg = braid::config::load_edge(&config)?;
-            braid::edge::run(cfg).await
+            braid::edge::run(cfg, config).await
         }
         Cmd::Relay { config } => {
             init_logs("info");

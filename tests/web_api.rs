@@ -1183,7 +1183,6 @@ async fn junk_input_never_breaks_the_server() {
 // ---------------------------------------------------------------------------
 
 #[tokio::test]
-#[ignore = "needs settings.rs"]
 async fn settings_view_and_save() {
     let s = start().await;
     let me = s.setup().await;
@@ -1274,7 +1273,6 @@ async fn settings_view_and_save() {
 }
 
 #[tokio::test]
-#[ignore = "needs settings.rs"]
 async fn settings_service_keys_stay_pending_after_a_stream_restart() {
     let s = start().await;
     let me = s.setup().await;

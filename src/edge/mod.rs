@@ -632,10 +632,25 @@ pub async fn start_with_source(
 }
 
 /// `braid edge --config FILE`: run until SIGINT/SIGTERM.
-pub async fn run(cfg: EdgeConfig) -> Result<()> {
+pub async fn run(cfg: EdgeConfig, config_path: std::path::PathBuf) -> Result<()> {
     use crate::system::notify;
+    let web = cfg.web.clone();
     let sup = supervisor::Supervisor::start(cfg, process_start()).await?;
     tracing::info!("edge running");
+    // The local web page outlives stream restarts: it talks to the supervisor.
+    let (web_stop, web_stop_rx) = watch::channel(false);
+    let mut web_task = None;
+    if let Some(w) = web {
+        let control: Arc<dyn crate::web::EdgeControl> = Arc::new(sup.clone());
+        match crate::web::api::serve(w, config_path, control, web_stop_rx).await {
+            Ok((addr, task)) => {
+                tracing::info!(%addr, "web page listening");
+                web_task = Some(task);
+            }
+            // The stream matters more than the page: run without it.
+            Err(e) => tracing::error!("web page not started: {e:#}"),
+        }
+    }
     // The systemd watchdog is fed only while the core task refreshes the stats
     // (every 100 ms): a hung core loop stops the pings and systemd restarts us.
     // (A stream restart starts the uptime again: any change counts.)
@@ -648,6 +663,10 @@ pub async fn run(cfg: EdgeConfig) -> Result<()> {
     })
     .await;
     tracing::info!("shutting down");
+    let _ = web_stop.send(true);
+    if let Some(t) = web_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
     sup.shutdown().await;
     Ok(())
 }
