@@ -15,9 +15,12 @@
 #   BRAID_TRACES   mahimahi trace directory (default ../shared/traces/mahimahi)
 #   DEMO_KEEP=1    keep the temp dir (configs, keys, logs) even on success
 #
-# Web page: not built yet. For now the edge serves its stats as JSON at
-# http://127.0.0.1:8081/api/stats and the relay at http://127.0.0.1:9091/api/stats;
-# the edge's web page will be served from http://127.0.0.1:8081/ once it exists.
+#   DEMO_WEB       where the edge's web page listens (default 127.0.0.1:8080)
+#   DEMO_PASSWORD  the page's admin password (default braid-demo)
+#
+# The edge's web page: http://127.0.0.1:8080/ (log in with DEMO_PASSWORD). Stats as
+# JSON without a login, for scripts on the machine: http://127.0.0.1:8081/api/stats
+# (edge) and http://127.0.0.1:9091/api/stats (relay).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +35,8 @@ EMU_LISTEN=127.0.0.1:7100
 OUTPUT_PORT=6000
 SRT_PORT=9000
 EDGE_STATS=127.0.0.1:8081
+DEMO_WEB="${DEMO_WEB:-127.0.0.1:8080}"
+DEMO_PASSWORD="${DEMO_PASSWORD:-braid-demo}"
 RELAY_STATS=127.0.0.1:9091
 LINK_IPS=(127.0.0.11 127.0.0.12 127.0.0.13)
 LINK_TRACES=(Verizon-LTE-short.up TMobile-LTE-short.up ATT-LTE-driving.up)
@@ -206,7 +211,14 @@ max_kbps = 6000
 
 [stats]
 listen = "$EDGE_STATS"
+
+[web]
+# The local page for engineers (docs/web-api.md). The first-boot password file is
+# hashed into web-password at start and deleted.
+listen = "$DEMO_WEB"
+initial_password_file = "web-initial-password"
 TOML
+printf '%s\n' "$DEMO_PASSWORD" >"$TMP/web-initial-password"
 for i in "${!LINK_IPS[@]}"; do
     printf '\n[[link]]\nname = "link%d"\nbind = "%s"\n' "$i" "${LINK_IPS[i]}" >>"$TMP/edge.toml"
 done
@@ -254,6 +266,12 @@ if command -v srt-live-transmit >/dev/null; then
         exit 1
     fi
     echo "demo: OK: the SRT output gave $FRAMES decodable video frames in 4 s (watch: ffplay srt://127.0.0.1:$SRT_PORT)"
+fi
+if http_get "$DEMO_WEB" /api/health 2>/dev/null | grep -q '"ok": *true'; then
+    echo "demo: OK: web page at http://$DEMO_WEB/ (password: $DEMO_PASSWORD)"
+else
+    echo "demo: FAILED: the edge's web page does not answer at http://$DEMO_WEB/api/health" >&2
+    exit 1
 fi
 echo "demo: recording into $TMP/recordings: $(ls "$TMP/recordings" 2>/dev/null | tr '\n' ' ')"
 
