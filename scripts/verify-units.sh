@@ -20,3 +20,13 @@ if grep -q . <<<"$out"; then
     exit 1
 fi
 echo "verify-units: $(ls ./*.service | wc -l) units OK"
+# The polkit rule is JavaScript: at least check that it parses (node is there for the
+# web page's tests).
+if command -v node >/dev/null; then
+    for r in "$ROOT"/systemd/*.rules; do
+        case "$r" in *99-braid.rules) continue ;; esac # udev, not polkit
+        node -e 'const fs=require("fs"); const polkit={addRule(f){if(typeof f!=="function")throw new Error("addRule needs a function")},Result:{YES:"yes",NOT_HANDLED:null}}; new Function("polkit", fs.readFileSync(process.argv[1],"utf8"))(polkit)' "$r" ||
+            { echo "verify-units: $r does not parse" >&2; exit 1; }
+    done
+    echo "verify-units: polkit rules parse"
+fi
