@@ -30,7 +30,7 @@ GST_PLUGIN_PKGS := gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer
 # apt-get needs root; use sudo when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps web-deps build test demo bench bench-relay clean check-traces
+.PHONY: deps web-deps build test demo bench bench-web bench-relay clean check-traces
 
 ## deps: install missing system packages and rustup components (quiet when all present)
 deps:
@@ -99,6 +99,10 @@ demo: deps web-deps build check-traces
 ## bench: benchmark scenarios, JSON reports on stdout (scripts/bench.sh)
 bench: build check-traces
 	scripts/bench.sh
+
+## bench-web: the web page's weight and time to first render (scripts/bench-web.sh)
+bench-web: build
+	scripts/bench-web.sh
 
 ## bench-relay: one relay on one core against many in-process edges (scripts/bench-relay.sh)
 bench-relay: build

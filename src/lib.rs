@@ -22,6 +22,7 @@
 //!   health monitor (CPU, memory, temperatures, disk).
 //! - [`system`]: signals, stats HTTP endpoints.
 //! - [`web`]: the local web page and its JSON API (docs/web-api.md).
+//! - [`ota`]: signed update bundles, A/B slots, health check and rollback.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -29,6 +30,7 @@ pub mod core;
 pub mod device;
 pub mod edge;
 pub mod media;
+pub mod ota;
 pub mod relay;
 pub mod sim;
 pub mod system;

@@ -1,0 +1,1 @@
+//! The install flow, health check and rollback.
