@@ -200,8 +200,8 @@ impl Client {
     ///   `Content-Range` starts at N is appended, a 200 (range ignored) starts over.
     /// - A transport error or stall leaves what arrived in `dest` (synced to disk) for
     ///   the next call to resume.
-    /// - A wrong SHA-256, more bytes than `size`, or a 416 deletes `dest`, so the next
-    ///   call starts from zero.
+    /// - A wrong SHA-256, more bytes than `size`, a 206 that starts elsewhere than N,
+    ///   or a 416 deletes `dest`, so the next call starts from zero.
     /// - `dest` already complete: no request, only the hash check.
     pub async fn download(
         &self,
@@ -256,6 +256,8 @@ impl Client {
                     .get(CONTENT_RANGE)
                     .and_then(content_range_start);
                 if start != Some(held) {
+                    // Asking again would get the same answer: start over next time.
+                    tokio::fs::remove_file(dest).await?;
                     return Err(HawkbitError::Protocol(format!(
                         "{url}: asked for bytes {held}-, got Content-Range {:?}",
                         resp.headers().get(CONTENT_RANGE)
