@@ -40,6 +40,10 @@ struct Setup {
     ignore_range: bool,
     /// The deployment base lists the artifact without `hashes.sha256`.
     no_sha256: bool,
+    /// At a cut, go silent (keep the connection open) instead of dropping it.
+    stall_at_cut: bool,
+    /// Artifact links point at this other server (a "CDN") instead of this one.
+    artifact_server: Option<String>,
 }
 
 /// A fake hawkBit DDI server: one controller, one action, one artifact.
@@ -51,6 +55,8 @@ struct Fake {
     cuts: Mutex<VecDeque<usize>>,
     /// The Range header of each artifact request, in order.
     ranges: Mutex<Vec<Option<String>>>,
+    /// The Authorization header of each artifact request, in order.
+    artifact_auth: Mutex<Vec<Option<String>>>,
     /// Feedback bodies received, with the action id from the path.
     feedback: Mutex<Vec<(String, Value)>>,
     addr: Mutex<Option<SocketAddr>>,
@@ -66,10 +72,11 @@ impl Fake {
     }
 
     fn artifact_url(&self) -> String {
-        format!(
-            "{}/softwaremodules/7/artifacts/braid.bundle",
-            self.controller_path()
-        )
+        let server = match &self.setup.artifact_server {
+            Some(other) => format!("{other}/{TENANT}/controller/v1/{CONTROLLER}"),
+            None => self.controller_path(),
+        };
+        format!("{server}/softwaremodules/7/artifacts/braid.bundle")
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {
@@ -193,6 +200,11 @@ async fn feedback(
 
 /// Serves the artifact with `Range: bytes=N-` support; may cut the connection.
 async fn serve_artifact(State(f): State<Arc<Fake>>, headers: HeaderMap) -> Response {
+    f.artifact_auth.lock().unwrap().push(
+        headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap().to_string()),
+    );
     if !f.authorized(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
@@ -225,9 +237,15 @@ async fn serve_artifact(State(f): State<Arc<Fake>>, headers: HeaderMap) -> Respo
             // Send K bytes, let them reach the client, then drop the connection
             // mid-body (hyper closes it when the body stream fails).
             let first = body.slice(..k);
-            let parts = futures_util::stream::unfold(Some(first), |state| async move {
+            let stall = f.setup.stall_at_cut;
+            let parts = futures_util::stream::unfold(Some(first), move |state| async move {
                 match state {
                     Some(first) => Some((Ok::<Bytes, std::io::Error>(first), None)),
+                    None if stall => {
+                        // A link that goes quiet without closing.
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        None
+                    }
                     None => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         Some((Err(std::io::Error::other("link lost")), None))
@@ -260,6 +278,7 @@ async fn start(setup: Setup, artifact: Vec<u8>, cuts: &[usize]) -> Arc<Fake> {
         artifact,
         cuts: Mutex::new(cuts.iter().copied().collect()),
         ranges: Mutex::new(Vec::new()),
+        artifact_auth: Mutex::new(Vec::new()),
         feedback: Mutex::new(Vec::new()),
         addr: Mutex::new(None),
     });
@@ -441,6 +460,70 @@ async fn download_cut_twice_then_resumed_to_completion() {
     // Already complete: a further call checks the file and asks nothing.
     c.download(&art, &dest, &mut |_| {}).await.unwrap();
     assert_eq!(fake.ranges.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_times_out_and_the_download_resumes() {
+    let data = artifact_bytes(80_000);
+    let setup = Setup {
+        deployment: true,
+        stall_at_cut: true,
+        ..Setup::default()
+    };
+    let fake = start(setup, data.clone(), &[30_000]).await;
+    let c = Client::with_timeouts(
+        client(&fake, None).config().clone(),
+        Timeouts {
+            request: Duration::from_secs(5),
+            stall: Duration::from_millis(300),
+        },
+    );
+    let art = pending_artifact(&c).await;
+    let dir = Scratch::new();
+    let dest = dir.file("a.bundle");
+    let e = tokio::time::timeout(Duration::from_secs(5), c.download(&art, &dest, &mut |_| {}))
+        .await
+        .expect("the stall deadline ends the download")
+        .unwrap_err();
+    match e {
+        HawkbitError::Transport(m) => assert!(m.contains("stalled"), "{m}"),
+        other => panic!("expected a Transport error, got {other:?}"),
+    }
+    assert_eq!(file_len(&dest), 30_000);
+    c.download(&art, &dest, &mut |_| {}).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    assert_eq!(
+        fake.ranges
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .flatten()
+            .as_deref(),
+        Some("bytes=30000-")
+    );
+}
+
+#[tokio::test]
+async fn the_target_token_does_not_go_to_another_origin() {
+    let data = artifact_bytes(4_000);
+    // The "CDN": another port, so another origin; it accepts anyone.
+    let cdn = start(Setup::default(), data.clone(), &[]).await;
+    let setup = Setup {
+        token: Some("s3cret".into()),
+        deployment: true,
+        artifact_server: Some(cdn.base_url()),
+        ..Setup::default()
+    };
+    let hawkbit = start(setup, data.clone(), &[]).await;
+    let c = client(&hawkbit, Some("s3cret"));
+    let art = pending_artifact(&c).await;
+    assert!(art.url.starts_with(&cdn.base_url()), "{}", art.url);
+    let dir = Scratch::new();
+    let dest = dir.file("a.bundle");
+    c.download(&art, &dest, &mut |_| {}).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    assert_eq!(*cdn.artifact_auth.lock().unwrap(), vec![None]);
 }
 
 #[tokio::test]
