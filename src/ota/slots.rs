@@ -684,4 +684,137 @@ mod tests {
             })
         );
     }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Install(u8),
+        BadInstall,
+        BootOnce(bool),
+        Boot,
+        Good,
+        Bad,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<u8>().prop_map(Op::Install),
+            Just(Op::BadInstall),
+            any::<bool>().prop_map(Op::BootOnce),
+            Just(Op::Boot),
+            Just(Op::Boot),
+            Just(Op::Good),
+            Just(Op::Bad),
+        ]
+    }
+
+    proptest::proptest! {
+            #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+            /// Any sequence of calls, failing or not: the booted slot's payload is never
+            /// changed by an install, a boot only ever selects a bootable slot holding a
+            /// complete install (after the first install), and a confirmed slot keeps
+            /// booting until something is set to be tried.
+            #[test]
+            fn any_call_sequence_keeps_the_invariants(ops in proptest::collection::vec(op(), 1..24)) {
+                let d = TempDir::new("slots-prop").unwrap();
+                let s = DirSlots::open(d.path()).unwrap();
+                // Both slots hold something, B confirmed and booted, A bootable.
+                install(&s, "1.0.0", b"one").unwrap();
+                s.set_boot_once(Slot::B).unwrap();
+                s.boot().unwrap();
+                s.mark_good().unwrap();
+                install(&s, "1.1.0", b"one.one").unwrap();
+                for op in ops {
+                    let before = s.state().unwrap();
+                    let booted_payload = s
+                        .payload_path(before.booted)
+                        .unwrap()
+                        .map(|p| fs::read(p).unwrap());
+                    match op {
+                        Op::Install(v) => {
+                            let data = vec![v; 1 + v as usize * 100];
+                            let _ = install(&s, &format!("2.0.{v}"), &data);
+                        }
+                        Op::BadInstall => {
+                            let mut m = manifest("9.9.9", b"payload");
+                            m.payload_sha256 = "ab".repeat(32);
+                            assert!(s.install(&mut &b"payload"[..], &m, &mut |_| {}).is_err());
+                        }
+                        Op::BootOnce(other) => {
+                            let t = if other { before.booted.other() } else { before.booted };
+                            let _ = s.set_boot_once(t);
+                        }
+                        Op::Boot => {
+                            let b = s.boot().unwrap();
+                            let st = s.state().unwrap();
+                            assert!(st.bootable.get(b));
+                            assert!(s.slot_info(b).unwrap().is_some(), "booted an empty slot");
+                            if before.try_once.is_none() {
+                                // Nothing to try: the primary (or the only bootable one).
+                                assert!(b == before.primary || !before.bootable.get(before.primary));
+                                assert!(st.try_once.is_none());
+                            }
+                        }
+                        Op::Good => s.mark_good().unwrap(),
+                        Op::Bad => {
+                            let _ = s.mark_bad();
+                        }
+                    }
+                    let after = s.state().unwrap();
+                    if !matches!(op, Op::Boot) {
+    assert_eq!(after.booted, before.booted, "only boot() changes the booted slot")
+                        ;
+    }
+                    if !matches!(op, Op::Boot) {
+                        let now = s
+                            .payload_path(before.booted)
+                            .unwrap()
+                            .map(|p| fs::read(p).unwrap());
+                        assert_eq!(now, booted_payload, "the booted slot was written");
+                    }
+                    if after.try_once.is_none() && !matches!(op, Op::Boot) {
+                        // Two boots in a row with nothing to try land on the same slot.
+                        let d2 = TempDir::new("slots-prop-copy").unwrap();
+                        for n in ["a", "b"] {
+                            fs::create_dir_all(d2.path().join(n)).unwrap();
+                            for e in fs::read_dir(d.path().join(n)).unwrap() {
+                                let e = e.unwrap();
+                                if e.file_type().unwrap().is_file() {
+                                    fs::copy(e.path(), d2.path().join(n).join(e.file_name())).unwrap();
+                                }
+                            }
+                        }
+                        fs::copy(d.path().join(BOOT_FILE), d2.path().join(BOOT_FILE)).unwrap();
+                        let s2 = DirSlots::open(d2.path()).unwrap();
+                        if let Ok(b1) = s2.boot() {
+                            assert_eq!(s2.boot().unwrap(), b1);
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn boot_state_json_round_trips(
+                p in proptest::bool::ANY, t in 0u8..3, b in proptest::bool::ANY,
+                c in proptest::bool::ANY, ba in proptest::bool::ANY, bb in proptest::bool::ANY,
+            ) {
+                let slot = |x: bool| if x { Slot::B } else { Slot::A };
+                let st = BootState {
+                    primary: slot(p),
+                    try_once: match t { 0 => None, 1 => Some(Slot::A), _ => Some(Slot::B) },
+                    booted: slot(b),
+                    booted_confirmed: c,
+                    bootable: Bootable { a: ba, b: bb },
+                };
+                let j = serde_json::to_vec(&st).unwrap();
+                assert_eq!(serde_json::from_slice::<BootState>(&j).unwrap(), st);
+            }
+
+            #[test]
+            fn junk_boot_json_is_an_error_not_a_panic(junk in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+                let _ = serde_json::from_slice::<BootState>(&junk);
+                let _ = serde_json::from_slice::<SlotInfo>(&junk);
+            }
+        }
 }
