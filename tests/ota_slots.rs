@@ -407,8 +407,12 @@ fn make_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     (ca, cert, key)
 }
 
-/// The custom bootloader backend (RAUC's `bootloader=custom`): keeps the primary and
-/// each slot's good/bad state in files, and logs every call.
+/// The custom bootloader backend (RAUC's `bootloader=custom`), modelled on RAUC's
+/// U-Boot integration with one boot attempt: per slot a count of attempts left
+/// (`left.X`), a preferred slot (`primary`). `set-primary X` makes X preferred with
+/// one attempt; `set-state X good` gives it its attempt back, `bad` takes it away;
+/// `get-primary` is the first of (preferred, other) with an attempt left, as U-Boot's
+/// `BOOT_ORDER` walk. Every call is logged. [`power_on`] is the boot script.
 fn write_boot_script(dir: &Path) -> PathBuf {
     let state = dir.join("bootloader");
     std::fs::create_dir_all(&state).unwrap();
@@ -419,11 +423,15 @@ fn write_boot_script(dir: &Path) -> PathBuf {
             r#"#!/bin/sh
 S='{}'
 echo "$*" >> "$S/log"
+left() {{ cat "$S/left.$1" 2>/dev/null || echo 1; }}
+other() {{ if [ "$1" = A ]; then echo B; else echo A; fi; }}
 case "$1" in
-  get-primary) cat "$S/primary" 2>/dev/null || echo A ;;
-  set-primary) echo "$2" > "$S/primary" ;;
-  get-state) cat "$S/state.$2" 2>/dev/null || echo good ;;
-  set-state) echo "$3" > "$S/state.$2" ;;
+  get-primary)
+    p=$(cat "$S/primary" 2>/dev/null || echo A)
+    if [ "$(left "$p")" -gt 0 ]; then echo "$p"; else other "$p"; fi ;;
+  set-primary) echo "$2" > "$S/primary"; echo 1 > "$S/left.$2" ;;
+  get-state) if [ "$(left "$2")" -gt 0 ]; then echo good; else echo bad; fi ;;
+  set-state) if [ "$3" = good ]; then echo 1; else echo 0; fi > "$S/left.$2" ;;
   *) exit 1 ;;
 esac
 "#,
@@ -433,6 +441,50 @@ esac
     .unwrap();
     run(Command::new("chmod").arg("755").arg(&script));
     script
+}
+
+/// The boot script of the model bootloader of [`write_boot_script`]: boots the
+/// preferred slot if it has an attempt left (using it up), else the other.
+fn power_on(dir: &Path) -> &'static str {
+    let st = dir.join("bootloader");
+    let read = |f: &str| std::fs::read_to_string(st.join(f)).ok();
+    let left =
+        |x: &str| -> u32 { read(&format!("left.{x}")).map_or(1, |v| v.trim().parse().unwrap()) };
+    let primary = if read("primary").as_deref().map(str::trim) == Some("B") {
+        "B"
+    } else {
+        "A"
+    };
+    let other = if primary == "A" { "B" } else { "A" };
+    for x in [primary, other] {
+        let n = left(x);
+        if n > 0 {
+            std::fs::write(st.join(format!("left.{x}")), format!("{}\n", n - 1)).unwrap();
+            return x;
+        }
+    }
+    panic!(
+        "no slot has an attempt left; bootloader log:\n{}",
+        boot_log(dir)
+    )
+}
+
+/// Power cycle: the service stops, the bootloader picks a slot, the service starts
+/// with that slot as booted (standing in for `rauc.slot=` on the kernel command line).
+fn reboot(procs: &mut Procs, dir: &Path, conf: &Path, bus: &str, slots: &RaucSlots) -> Slot {
+    // procs.0 is [dbus-daemon] or [dbus-daemon, rauc service].
+    if procs.0.len() > 1 {
+        let mut old = procs.0.pop().unwrap();
+        old.kill().unwrap();
+        old.wait().unwrap();
+    }
+    let booted = power_on(dir);
+    procs.0.push(start_service(conf, bus, booted));
+    let want = if booted == "A" { Slot::A } else { Slot::B };
+    wait_for("rauc service", || {
+        slots.status().map(|s| s.booted == want).unwrap_or(false)
+    });
+    want
 }
 
 fn start_service(conf: &Path, bus: &str, booted: &str) -> Child {
@@ -564,11 +616,12 @@ fn rauc_for_real() {
             .arg(format!("--config-file={}", bus_conf.display()))
             .arg("--nofork")
             .stdout(Stdio::null())
+            // "Failed to set fd limit": harmless without CAP_SYS_RESOURCE.
+            .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
     wait_for("dbus socket", || sock.exists());
-    procs.0.push(start_service(&conf, &bus, "A"));
 
     let slots = RaucSlots::new(RaucConfig {
         program: "rauc".into(),
@@ -578,7 +631,10 @@ fn rauc_for_real() {
         state_dir: dir.join("state"),
         dbus_address: Some(bus.clone()),
     });
-    wait_for("rauc service", || slots.status().is_ok());
+    assert_eq!(reboot(&mut procs, dir, &conf, &bus, &slots), Slot::A);
+    // A healthy boot is confirmed on every boot (RAUC's rauc-mark-good.service does
+    // the same): with boot counting an unconfirmed boot uses up an attempt.
+    slots.mark_good().unwrap();
     let st = slots.status().unwrap();
     assert_eq!(
         (st.booted, st.primary, st.try_next),
@@ -644,17 +700,10 @@ fn rauc_for_real() {
         (Slot::A, Slot::B, Some(Slot::B))
     );
 
-    // "Reboot" into B: the service restarted with B as the booted slot.
-    let mut old = procs.0.pop().unwrap();
-    old.kill().unwrap();
-    old.wait().unwrap();
-    procs.0.push(start_service(&conf, &bus, "B"));
-    wait_for("rauc service (B)", || {
-        slots.status().map(|s| s.booted == Slot::B).unwrap_or(false)
-    });
+    // Reboot: B is tried.
+    assert_eq!(reboot(&mut procs, dir, &conf, &bus, &slots), Slot::B);
     let st = slots.status().unwrap();
     assert!(st.booted_unconfirmed);
-    assert_eq!(st.try_next, None);
     // On trial, A (the way back) must not be written.
     let e = slots
         .install(
@@ -666,6 +715,21 @@ fn rauc_for_real() {
         .to_string();
     assert!(e.contains("trial"), "{e}");
 
+    // No confirmation (the new system hung): the next boot is A again.
+    assert_eq!(reboot(&mut procs, dir, &conf, &bus, &slots), Slot::A);
+    let st = slots.status().unwrap();
+    assert_eq!(
+        (st.booted, st.primary, st.try_next),
+        (Slot::A, Slot::A, None)
+    );
+    assert!(!st.booted_unconfirmed);
+    slots.mark_good().unwrap();
+    assert_eq!(reboot(&mut procs, dir, &conf, &bus, &slots), Slot::A);
+    slots.mark_good().unwrap();
+
+    // Try again, confirm: B stays, boot after boot.
+    slots.set_boot_once(Slot::B).unwrap();
+    assert_eq!(reboot(&mut procs, dir, &conf, &bus, &slots), Slot::B);
     slots.mark_good().unwrap();
     assert!(
         boot_log(dir).contains("set-state B good"),
@@ -675,13 +739,20 @@ fn rauc_for_real() {
     let st = slots.status().unwrap();
     assert!(!st.booted_unconfirmed);
     assert_eq!((st.booted, st.primary), (Slot::B, Slot::B));
+    for _ in 0..2 {
+        assert_eq!(reboot(&mut procs, dir, &conf, &bus, &slots), Slot::B);
+        slots.mark_good().unwrap();
+    }
 
-    // And the failure path: mark-bad booted, mark-active other.
+    // The failure path: mark-bad booted, mark-active other; the next boot is A.
     slots.mark_bad().unwrap();
     let log = boot_log(dir);
     assert!(log.contains("set-state B bad"), "{log}");
     assert!(log.contains("set-primary A"), "{log}");
     assert_eq!(slots.status().unwrap().primary, Slot::A);
+    assert_eq!(reboot(&mut procs, dir, &conf, &bus, &slots), Slot::A);
+    slots.mark_good().unwrap();
+    assert_eq!(reboot(&mut procs, dir, &conf, &bus, &slots), Slot::A);
 
     // Wrong payload kind is refused before anything runs.
     assert!(slots

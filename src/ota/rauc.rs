@@ -24,6 +24,8 @@
 //! resets it; once it is used up (the slot never confirmed) or `mark-bad` zeroed it,
 //! the bootloader boots the next slot in the order. With `attempts = 1` this is
 //! exactly try-once; more attempts ride out a power cut during the first boot.
+//! Every boot uses an attempt, so `mark_good` must follow every healthy boot, not
+//! only the first one after an update.
 //!
 //! RAUC itself has no "booted slot is unconfirmed" flag, so [`RaucSlots`] keeps one:
 //! `set_boot_once` writes `rauc-try.json` in its state directory, `mark_good` /
