@@ -43,6 +43,10 @@ deps:
 	command -v srt-live-transmit >/dev/null 2>&1 || missing="$$missing srt-tools"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v rauc >/dev/null 2>&1 || missing="$$missing rauc"; \
+	command -v mksquashfs >/dev/null 2>&1 || missing="$$missing squashfs-tools"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v dbus-daemon >/dev/null 2>&1 || missing="$$missing dbus-daemon"; \
 	command -v gst-inspect-1.0 >/dev/null 2>&1 || missing="$$missing gstreamer1.0-tools"; \
 	pkg-config --exists gstreamer-app-1.0 2>/dev/null || missing="$$missing libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev"; \
 	for pkg in $(GST_PLUGIN_PKGS); do \

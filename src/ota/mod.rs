@@ -13,4 +13,5 @@
 pub mod bundle;
 pub mod hawkbit;
 pub mod install;
+pub mod rauc;
 pub mod slots;
