@@ -113,10 +113,12 @@ build)
     cargo build --release "${locked[@]}" --target "$TRIPLE" --target-dir "$TARGET_DIR"
     bin="$TARGET_DIR/$TRIPLE/release/braid"
     file "$bin" 2>/dev/null || true
+    # The release profile keeps line tables (debug = 1) for backtraces; the image
+    # ships the stripped copy.
+    "$GNU-strip" -o "$bin.stripped" "$bin"
     printf '{"target": "%s", "bytes": %d, "stripped_bytes": %d, "version": "%s"}\n' \
-        "$TRIPLE" "$(stat -c %s "$bin")" \
-        "$("$GNU-strip" -o /dev/stdout "$bin" | wc -c)" \
-        "$($QEMU -L "/usr/$GNU" "$bin" --version)"
+        "$TRIPLE" "$(stat -c %s "$bin")" "$(stat -c %s "$bin.stripped")" \
+        "$($QEMU -L "/usr/$GNU" "$bin.stripped" --version)"
     ;;
 test)
     deps
