@@ -585,3 +585,72 @@ pub fn create(
 pub fn bundle_error(e: &std::io::Error) -> Option<&BundleError> {
     e.get_ref().and_then(|i| i.downcast_ref::<BundleError>())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_three_decimal_numbers() {
+        assert_eq!(parse_version("1.10.0"), Some((1, 10, 0)));
+        assert!(parse_version("1.10.0") > parse_version("1.9.99"));
+        assert_eq!(parse_version("0.0.0"), Some((0, 0, 0)));
+        for bad in [
+            "",
+            "1",
+            "1.2",
+            "1.2.3.4",
+            "1.2.x",
+            "1..3",
+            "-1.2.3",
+            "+1.2.3",
+            "1.2.3-rc1",
+            " 1.2.3",
+            "99999999999999999999.0.0",
+        ] {
+            assert_eq!(parse_version(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn manifest_schema_is_strict() {
+        let good = r#"{"version":"1.0.0","compatible":"hw","kind":"rauc","payload_size":1,"payload_sha256":"00000000000000000000000000000000000000000000000000000000000000ff"}"#;
+        assert_eq!(
+            parse_manifest(good.as_bytes()).unwrap().kind,
+            PayloadKind::Rauc
+        );
+        let extra = good.replace("\"kind\"", "\"extra\":1,\"kind\"");
+        assert!(parse_manifest(extra.as_bytes()).is_err());
+        let upper = good.replace("ff\"", "FF\"");
+        assert!(parse_manifest(upper.as_bytes()).is_err());
+        let short = good.replace("ff\"", "f\"");
+        assert!(parse_manifest(short.as_bytes()).is_err());
+        assert!(parse_manifest(b"\xff").is_err());
+    }
+
+    #[test]
+    fn header_framing() {
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&3u32.to_be_bytes());
+        b.extend_from_slice(b"{}\n");
+        b.extend_from_slice(&2u32.to_be_bytes());
+        b.extend_from_slice(b"ab");
+        b.extend_from_slice(b"payload");
+        let mut r = &b[..];
+        let h = read_header(&mut r).unwrap();
+        assert_eq!(
+            (h.manifest.as_slice(), h.signature.as_str()),
+            (&b"{}\n"[..], "ab")
+        );
+        assert_eq!(r, b"payload");
+        // A signature that is not minisign's is malformed, not a panic.
+        let k = Policy {
+            keys: vec![[7; 32]],
+            compatible: "hw".into(),
+            current_version: "0.0.0".into(),
+            allow_downgrade: false,
+            max_payload: 10,
+        };
+        assert!(matches!(open(&b[..], &k), Err(BundleError::Malformed(_))));
+    }
+}

@@ -125,13 +125,40 @@ impl SecretKey {
     /// prompt.
     pub fn parse(text: &str) -> Result<Self, BundleError> {
         let bad = |why: String| BundleError::Malformed(format!("minisign secret key: {why}"));
-        let sk = minisign::SecretKey::from_unencrypted_box(
-            minisign::SecretKeyBox::from_string(text).map_err(|e| bad(e.to_string()))?,
-        )
-        .map_err(|e| bad(format!("{e} (encrypted keys are not supported)")))?;
+        let sk_box = minisign::SecretKeyBox::from_string(text).map_err(|e| bad(e.to_string()))?;
+        let sk = match minisign::SecretKey::from_unencrypted_box(sk_box) {
+            Ok(sk) => sk,
+            Err(e) => Self::zero_checksum_key(text)
+                .ok_or_else(|| bad(format!("{e} (encrypted keys are not supported)")))?,
+        };
         let pk = minisign::PublicKey::from_secret_key(&sk).map_err(|e| bad(e.to_string()))?;
         let public = PublicKey::from_minisign(&pk).ok_or_else(|| bad("not Ed25519".into()))?;
-        Ok(Self { sk, public })
+        let key = Self { sk, public };
+        // The checksum (when there is one) caught corruption; this catches a secret
+        // half that does not match the public half.
+        let sig = key.sign(b"self-test", "self-test", "self-test")?;
+        verify(&sig, b"self-test", &[(Some(public.id), public.key)])
+            .map_err(|_| bad("the secret and public halves do not match".into()))?;
+        Ok(key)
+    }
+
+    /// minisign 0.11 and older write unencrypted keys (`-G -W`) with a zero checksum,
+    /// which the minisign crate takes for corruption: accept exactly that case (no
+    /// KDF, checksum all zero), checked by the signing self-test in [`Self::parse`].
+    fn zero_checksum_key(text: &str) -> Option<minisign::SecretKey> {
+        use base64::Engine;
+        let line = text.lines().nth(1)?.trim();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(line)
+            .ok()?;
+        // sig_alg 2, kdf_alg 2, chk_alg 2, salt 32, ops 8, mem 8, keynum 8, sk 64, chk 32.
+        if raw.len() != 158 || &raw[..2] != b"Ed" || raw[2..4] != [0, 0] {
+            return None;
+        }
+        if raw[126..].iter().any(|&b| b != 0) {
+            return None;
+        }
+        minisign::SecretKey::from_bytes(&raw).ok()
     }
 
     /// Reads an unencrypted minisign secret key file.
