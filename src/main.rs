@@ -91,6 +91,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: braid::sim::loadgen::LoadgenCmd,
     },
+    /// Signed update bundles: keygen, create, verify, bench (docs/ota.md).
+    Bundle {
+        #[command(subcommand)]
+        cmd: braid::ota::bundle_cli::BundleCmd,
+    },
 }
 
 fn init_logs(default: &str) {
@@ -247,6 +252,7 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
             init_logs("warn");
             braid::sim::loadgen::cli(cmd).await
         }
+        Cmd::Bundle { cmd } => braid::ota::bundle_cli::cli(cmd),
     }
 }
 

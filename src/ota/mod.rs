@@ -11,7 +11,9 @@
 //! - [`hawkbit`]: fleet polling of an Eclipse hawkBit server (DDI API).
 
 pub mod bundle;
+pub mod bundle_cli;
 pub mod hawkbit;
 pub mod install;
+pub mod keys;
 pub mod rauc;
 pub mod slots;
