@@ -1636,7 +1636,11 @@ interface = \"wwan0\"
         assert_comments_kept(EXAMPLE, &text);
         assert!(text.contains("frame rate.\nheight = 720\n"), "{text}");
         // Removing what is not there changes nothing.
-        let saved = save(&s, json!({"relay.latency_ms": null, "web.listen": null})).unwrap();
+        let saved = save(
+            &s,
+            json!({"relay.latency_ms": null, "input.passphrase": null}),
+        )
+        .unwrap();
         assert!(saved.changed.is_empty());
         assert_eq!(file(&s), text);
     }
@@ -1895,7 +1899,7 @@ interface = \"wwan0\"
     #[test]
     fn field_table_covers_the_parser() {
         let text = format!(
-            "{MINIMAL}[input]\n[stats]\n[scheduler]\n[video]\n[audio]\n[stream]\n[modem]\n[gpio]\n[usage]\n"
+            "{MINIMAL}[input]\n[stats]\n[scheduler]\n[video]\n[audio]\n[stream]\n[modem]\n[gpio]\n[usage]\n[web]\nlisten = \"127.0.0.1:8080\"\n"
         );
         let tables = parser_fields(&text, "");
         assert!(tables.len() >= 12, "{tables:?}");
