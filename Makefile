@@ -30,7 +30,8 @@ GST_PLUGIN_PKGS := gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer
 # apt-get needs root; use sudo when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps web-deps build test demo bench bench-web bench-relay clean check-traces
+.PHONY: deps web-deps build test demo bench bench-web bench-relay clean check-traces \
+	aarch64 armv7 test-aarch64 cross-aarch64 cross-armv7
 
 ## deps: install missing system packages and rustup components (quiet when all present)
 deps:
@@ -42,7 +43,12 @@ deps:
 	command -v srt-live-transmit >/dev/null 2>&1 || missing="$$missing srt-tools"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v rauc >/dev/null 2>&1 || missing="$$missing rauc"; \
+	command -v mksquashfs >/dev/null 2>&1 || missing="$$missing squashfs-tools"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v dbus-daemon >/dev/null 2>&1 || missing="$$missing dbus-daemon"; \
 	command -v gst-inspect-1.0 >/dev/null 2>&1 || missing="$$missing gstreamer1.0-tools"; \
+	command -v minisign >/dev/null 2>&1 || missing="$$missing minisign"; \
 	pkg-config --exists gstreamer-app-1.0 2>/dev/null || missing="$$missing libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev"; \
 	for pkg in $(GST_PLUGIN_PKGS); do \
 		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
@@ -76,6 +82,27 @@ web-deps:
 ## build: release binary at target/release/braid (the web page embedded, charts included)
 build: web-deps
 	$(CARGO) build --release $(LOCKED)
+
+## aarch64 / armv7: release binaries for the ARM boards by Debian multiarch, no Docker
+## (scripts/cross.sh: installs the target's gcc and GStreamer packages, qemu-user-static);
+## prints the size and `braid --version` run under qemu
+aarch64: web-deps
+	scripts/cross.sh build aarch64
+
+armv7: web-deps
+	scripts/cross.sh build armv7
+
+## test-aarch64: the library's unit tests built for aarch64 and run under qemu-aarch64-static
+test-aarch64: web-deps check-traces
+	scripts/cross.sh test aarch64
+
+## cross-aarch64 / cross-armv7: the same with the `cross` tool, for users with Docker
+## (Cross.toml, cross/Dockerfile.*)
+cross-aarch64: web-deps
+	cross build --release $(LOCKED) --target aarch64-unknown-linux-gnu
+
+cross-armv7: web-deps
+	cross build --release $(LOCKED) --target armv7-unknown-linux-gnueabihf
 
 check-traces:
 	@if [ ! -d "$(BRAID_TRACES)" ]; then \

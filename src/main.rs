@@ -96,6 +96,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: braid::ota::cli::OtaCmd,
     },
+    /// Signed update bundles: keygen, create, verify, bench (docs/ota.md).
+    Bundle {
+        #[command(subcommand)]
+        cmd: braid::ota::bundle_cli::BundleCmd,
+    },
 }
 
 fn init_logs(default: &str) {
@@ -256,6 +261,7 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
             init_logs("warn");
             braid::ota::cli::run(cmd).await
         }
+        Cmd::Bundle { cmd } => braid::ota::bundle_cli::cli(cmd),
     }
 }
 

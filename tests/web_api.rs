@@ -6,7 +6,7 @@ use braid::config::{EdgeConfig, WebConfig, WebTls};
 use braid::device::leds::BoxState;
 use braid::system::TempDir;
 use braid::web::api::{self, ROUTES};
-use braid::web::{BoxFuture, EdgeControl};
+use braid::web::{BoxFuture, EdgeControl, Updater};
 use reqwest::header::{HeaderMap, CONTENT_TYPE, COOKIE, RETRY_AFTER, SET_COOKIE};
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
@@ -27,6 +27,28 @@ struct FakeEdge {
     calls: Mutex<Vec<String>>,
     live: AtomicBool,
     polls: AtomicU64,
+    updater: Mutex<Option<Arc<dyn Updater>>>,
+}
+
+/// Takes bundles that start with `GOOD` (reading them to the end) and refuses the
+/// rest after their first 4 bytes, as a signature check would.
+struct FakeUpdater;
+
+impl Updater for FakeUpdater {
+    fn max_bytes(&self) -> u64 {
+        1 << 20
+    }
+    fn install(&self, body: &mut dyn Read, force: bool) -> Result<Value, String> {
+        let mut head = [0u8; 4];
+        body.read_exact(&mut head)
+            .map_err(|e| format!("truncated: {e}"))?;
+        if &head != b"GOOD" {
+            return Err("signature does not verify with any configured key".into());
+        }
+        let mut rest = Vec::new();
+        body.read_to_end(&mut rest).map_err(|e| e.to_string())?;
+        Ok(json!({"bytes": 4 + rest.len(), "force": force}))
+    }
 }
 
 impl FakeEdge {
@@ -60,6 +82,9 @@ impl EdgeControl for FakeEdge {
             .unwrap()
             .push(format!("restart_stream({})", cfg.device.id));
         Box::pin(async { Ok(()) })
+    }
+    fn updater(&self) -> Option<Arc<dyn Updater>> {
+        self.updater.lock().unwrap().clone()
     }
 }
 
@@ -1292,5 +1317,72 @@ async fn settings_service_keys_stay_pending_after_a_stream_restart() {
     s.call(&me, Method::POST, "/api/stream/restart", None).await;
     let v: Value = s.get(&me, "/api/settings").await.json().await.unwrap();
     assert_eq!(v["restart_pending"], json!(["web.session_idle_minutes"]));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn update_upload_streams_to_the_installer() {
+    let s = start().await;
+    let me = s.setup().await;
+    let upload = |who: Option<&Login>, path: &str, body: Vec<u8>| {
+        let mut rb = s
+            .http
+            .post(s.url(path))
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        if let Some(w) = who {
+            rb = rb.header(COOKIE, &w.cookie).header("X-CSRF-Token", &w.csrf);
+        }
+        rb.send()
+    };
+    // No [ota]: 404 with a reason.
+    let r = upload(Some(&me), "/api/update", b"GOOD".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(error_of(r).await.contains("[ota]"));
+
+    *s.edge.updater.lock().unwrap() = Some(Arc::new(FakeUpdater));
+    // Without a session, without CSRF.
+    let r = upload(None, "/api/update", b"GOOD".to_vec()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = s
+        .http
+        .post(s.url("/api/update"))
+        .header(COOKIE, &me.cookie)
+        .body(b"GOOD".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    // A good bundle far over the 64 KiB JSON limit streams through.
+    let mut good = b"GOOD".to_vec();
+    good.resize(300_000, 7);
+    let r = upload(Some(&me), "/api/update?force=1", good)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["installed"], json!({"bytes": 300_000, "force": true}));
+    let p: Value = s.get(&me, "/api/update").await.json().await.unwrap();
+    assert_eq!(p["stage"], "done");
+    assert_eq!(p["received_bytes"], 300_000);
+
+    // A refused bundle: 422 with the installer's reason, without reading it all.
+    let mut evil = b"EVIL".to_vec();
+    evil.resize(900_000, 0);
+    let r = upload(Some(&me), "/api/update", evil).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(error_of(r).await.contains("signature"));
+    let p: Value = s.get(&me, "/api/update").await.json().await.unwrap();
+    assert_eq!(p["stage"], "failed");
+    assert!(p["received_bytes"].as_u64().unwrap() < 900_000);
+
+    // Over the installer's limit: 413 from Content-Length, before anything is read.
+    let mut big = b"GOOD".to_vec();
+    big.resize(2 << 20, 1);
+    let r = upload(Some(&me), "/api/update", big).await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     s.stop().await;
 }

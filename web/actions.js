@@ -1,6 +1,6 @@
 // Actions: stream start/stop/restart, reboot, logs, diagnostics, password, update.
 
-import { get, post, reason } from './api.js';
+import { get, post, reason, upload } from './api.js';
 import { h, fill, setText, toast, confirmDialog, usernameField } from './ui.js';
 
 function busy(btn, label, fn) {
@@ -117,6 +117,48 @@ export function renderActions(view, { feed }) {
     }
   });
 
+  // Software update: a signed bundle (.braidb) streamed to the box, which checks the
+  // signature before writing anything, installs to the other slot and reboots when the
+  // stream is idle (or now, with "force").
+  const updFile = h('input', { type: 'file', id: 'update-file', accept: '.braidb,application/octet-stream', 'aria-describedby': 'update-note' });
+  const updForce = h('input', { type: 'checkbox', id: 'update-force' });
+  const updBar = h('progress', { id: 'update-progress', max: 100, value: 0, hidden: true });
+  const updMsg = h('p', { class: 'muted', id: 'update-note', role: 'status' }, 'A signed update bundle. Nothing is written before its signature is checked; the box keeps the running version until the new one has started and passed its health check.');
+  const updBtn = h('button', { type: 'submit', class: 'btn' }, 'Install update');
+  const updForm = h(
+    'form',
+    { id: 'update-form' },
+    h('label', { for: 'update-file' }, 'Update file'),
+    updFile,
+    h('div', { class: 'row' }, updForce, h('label', { for: 'update-force' }, 'Allow an older version and reboot at once, even while live')),
+    updBar,
+    updMsg,
+    updBtn,
+  );
+  updForm.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const file = updFile.files && updFile.files[0];
+    if (!file) return void (updMsg.textContent = 'Choose an update file first.');
+    if (updForce.checked && !(await confirmDialog('Install and reboot now?', 'The box reboots as soon as the update is installed, even while live.', 'Install and reboot'))) return;
+    updBtn.disabled = true;
+    updBar.hidden = false;
+    updBar.value = 0;
+    updMsg.textContent = 'Uploading…';
+    try {
+      const r = await upload(updForce.checked ? '/api/update?force=1' : '/api/update', file, (sent, total) => {
+        updBar.value = total ? Math.round((sent * 100) / total) : 0;
+        updMsg.textContent = sent >= total ? 'Checking and installing…' : `Uploading ${Math.round(sent / 1e6)} of ${Math.round(total / 1e6)} MB`;
+      });
+      const i = (r && r.installed) || {};
+      updMsg.textContent = `Installed ${i.version || ''} into slot ${i.slot || '?'}; ${i.reboot || 'it starts at the next reboot'}.`;
+      toast('Update installed');
+    } catch (err) {
+      updMsg.textContent = `Not installed: ${reason(err)}`;
+    } finally {
+      updBtn.disabled = false;
+    }
+  });
+
   fill(
     view,
     h('h1', { class: 'sr-only' }, 'Actions'),
@@ -141,9 +183,7 @@ export function renderActions(view, { feed }) {
       'section',
       { class: 'card', 'aria-labelledby': 'h-u' },
       h('h2', { id: 'h-u' }, 'Software update'),
-      h('label', { for: 'update-file' }, 'Update file'),
-      h('input', { type: 'file', id: 'update-file', disabled: true, 'aria-describedby': 'update-note' }),
-      h('p', { class: 'muted', id: 'update-note' }, 'Coming with OTA: updates cannot be installed from this page yet.'),
+      updForm,
     ),
     h('section', { class: 'card', 'aria-labelledby': 'h-r' }, h('h2', { id: 'h-r' }, 'Power'), h('div', { class: 'row' }, reboot)),
   );

@@ -61,3 +61,33 @@ export function reason(err) {
   if (err instanceof ApiError) return err.message;
   return 'cannot reach the box';
 }
+
+/**
+ * Uploads `file` as the raw body of a POST (the update bundle), with the CSRF token.
+ * XMLHttpRequest rather than fetch: only it reports upload progress.
+ * `onProgress(sentBytes, totalBytes)`. Resolves to the JSON answer, rejects with
+ * ApiError.
+ */
+export function upload(path, file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', path);
+    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+    xhr.setRequestHeader('Accept', 'application/json');
+    if (csrf) xhr.setRequestHeader('X-CSRF-Token', csrf);
+    xhr.upload.onprogress = (e) => onProgress && onProgress(e.loaded, e.lengthComputable ? e.total : file.size);
+    xhr.onerror = () => reject(new TypeError('cannot reach the box'));
+    xhr.onload = () => {
+      let data = null;
+      try {
+        data = JSON.parse(xhr.responseText);
+      } catch {
+        data = null;
+      }
+      if (xhr.status >= 200 && xhr.status < 300) return resolve(data);
+      if (xhr.status === 401) onUnauthorized();
+      reject(new ApiError(xhr.status, data, null));
+    };
+    xhr.send(file);
+  });
+}

@@ -14,8 +14,11 @@
 //! - [`hawkbit`]: fleet polling of an Eclipse hawkBit server (DDI API).
 
 pub mod bundle;
+pub mod bundle_cli;
 pub mod cli;
 pub mod hawkbit;
 pub mod health;
 pub mod install;
+pub mod keys;
+pub mod rauc;
 pub mod slots;

@@ -78,6 +78,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/system/reboot"),
     ("GET", "/api/logs"),
     ("GET", "/api/diagnostics"),
+    ("GET", "/api/update"),
+    ("POST", "/api/update"),
 ];
 
 // ---------------------------------------------------------------------------
@@ -157,6 +159,7 @@ struct Inner {
     auth: Mutex<AuthState>,
     pending: Mutex<Pending>,
     shutdown: watch::Receiver<bool>,
+    uploads: Arc<super::update::Uploads>,
 }
 
 /// What the handlers share.
@@ -195,6 +198,7 @@ impl AppState {
             }),
             pending: Mutex::new(Pending::default()),
             shutdown,
+            uploads: Arc::default(),
         })))
     }
 
@@ -448,6 +452,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/system/reboot", post(reboot))
         .route("/api/logs", get(logs_view))
         .route("/api/diagnostics", get(diagnostics))
+        // The body is streamed to the installer with its own limit ([ota]).
+        .route(
+            "/api/update",
+            get(update_status)
+                .post(update_upload)
+                .layer(DefaultBodyLimit::disable()),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_session,
@@ -1024,6 +1035,45 @@ async fn settings_save(
         "restart_needed": restart_needed,
         "values": saved.values,
     })))
+}
+
+async fn update_status(State(state): State<AppState>) -> Json<Value> {
+    Json(serde_json::to_value(state.0.uploads.progress()).unwrap_or(Value::Null))
+}
+
+async fn update_upload(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    req: Request,
+) -> ApiResult<Json<Value>> {
+    use super::update::UploadError;
+    let force = query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "force=1" || kv == "force=true"));
+    let len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let updater = state.0.edge.updater();
+    let uploads = state.0.uploads.clone();
+    match uploads.run(updater, req.into_body(), len, force).await {
+        Ok(v) => Ok(Json(json!({"installed": v}))),
+        Err(UploadError::NotConfigured) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "over-the-air updates are not configured on this box ([ota] in edge.toml)",
+        )),
+        Err(UploadError::Busy) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "another update is being installed",
+        )),
+        Err(UploadError::TooLarge { max }) => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("update bundle over the limit of {max} bytes"),
+        )),
+        Err(UploadError::Refused(r)) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, r)),
+        Err(UploadError::Broken(r)) => Err(ApiError::new(StatusCode::BAD_REQUEST, r)),
+    }
 }
 
 async fn stream_start(State(state): State<AppState>) -> Json<Value> {

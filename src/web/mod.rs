@@ -18,11 +18,13 @@ pub mod assets;
 pub mod auth;
 pub mod logs;
 pub mod settings;
+pub mod update;
 
 use crate::config::EdgeConfig;
 use crate::device::leds::BoxState;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 /// A boxed future (the trait stays object-safe without an extra crate).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -44,4 +46,24 @@ pub trait EdgeControl: Send + Sync + 'static {
     /// Restart the stream with `cfg` (the saved file): sources, links and
     /// session are rebuilt; the web page keeps running.
     fn restart_stream(&self, cfg: EdgeConfig) -> BoxFuture<Result<(), String>>;
+    /// What installs update bundles uploaded from the page (`/api/update`), when the
+    /// box has `[ota]`.
+    fn updater(&self) -> Option<Arc<dyn Updater>> {
+        None
+    }
+}
+
+/// Installs an update bundle from the page's upload (the OTA side implements it).
+pub trait Updater: Send + Sync + 'static {
+    /// Largest upload accepted, bytes.
+    fn max_bytes(&self) -> u64;
+    /// Installs the bundle read from `body`, on a blocking thread: verification
+    /// first, nothing written to a slot unless it passes. `force`: allow a
+    /// downgrade and reboot at once. Returns what was installed (JSON for the page)
+    /// or why not.
+    fn install(
+        &self,
+        body: &mut dyn std::io::Read,
+        force: bool,
+    ) -> Result<serde_json::Value, String>;
 }
