@@ -642,6 +642,14 @@ pub async fn run(cfg: EdgeConfig, config_path: std::path::PathBuf) -> Result<()>
     tracing::info!("edge running");
     let (ota_stop, ota_stop_rx) = watch::channel(false);
     if let Some(m) = ota {
+        sup.set_updater(Arc::new(crate::ota::install::WebUpdater::new(
+            m.config().clone(),
+            m.backend(),
+        )));
+        if let Some(hb) = m.config().hawkbit.clone() {
+            let fleet = crate::ota::fleet::Fleet::new(m.config().clone(), hb, m.backend());
+            tokio::spawn(fleet.run(ota_stop_rx.clone()));
+        }
         let s = sup.clone();
         let observe = move || crate::ota::health::Observation::from_stats(&s.snapshot());
         tokio::spawn(m.run(observe, ota_stop_rx));

@@ -2,19 +2,14 @@
 //! slot, and (directory slots) play the bootloader. Glue over [`super::install`] and
 //! [`super::health`]; errors are `anyhow` for `main`.
 
-use super::health::{self, Monitor, RebootPending};
-use super::install::{self, Progress, Stage};
+use super::health::{self, Monitor};
+use super::install::{self, record_outcome, Progress, Stage};
 use super::slots::SlotBackend;
 use crate::config::{OtaConfig, RebootPolicy};
 use anyhow::{anyhow, Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// File in `ota.state_dir` with the outcome of the last install.
-pub const LAST_INSTALL_FILE: &str = "last-install.json";
-/// Lock file in `ota.state_dir`: one install at a time.
-pub const LOCK_FILE: &str = "install.lock";
 
 #[derive(Debug, clap::Subcommand)]
 pub enum OtaCmd {
@@ -97,9 +92,10 @@ pub async fn run(cmd: OtaCmd) -> Result<()> {
         } => cmd_install(&load(&config)?, &source, force, allow_downgrade).await,
         OtaCmd::Status { config } => {
             let cfg = load(&config)?;
+            let _lock = lock(&cfg.state_dir)?;
             let st = backend(&cfg)?.status()?;
             let last: Option<serde_json::Value> =
-                std::fs::read(cfg.state_dir.join(LAST_INSTALL_FILE))
+                std::fs::read(cfg.state_dir.join(install::LAST_INSTALL_FILE))
                     .ok()
                     .and_then(|b| serde_json::from_slice(&b).ok());
             let out = serde_json::json!({
@@ -116,6 +112,7 @@ pub async fn run(cmd: OtaCmd) -> Result<()> {
         }
         OtaCmd::Confirm { config } => {
             let cfg = load(&config)?;
+            let _lock = lock(&cfg.state_dir)?;
             backend(&cfg)?.mark_good()?;
             health::reset_starts(&cfg.state_dir)?;
             eprintln!("braid: booted slot confirmed");
@@ -123,12 +120,14 @@ pub async fn run(cmd: OtaCmd) -> Result<()> {
         }
         OtaCmd::MarkBad { config } => {
             let cfg = load(&config)?;
+            let _lock = lock(&cfg.state_dir)?;
             backend(&cfg)?.mark_bad()?;
             eprintln!("braid: booted slot marked bad; the next boot returns to the other slot");
             Ok(())
         }
         OtaCmd::Boot { config } => {
             let cfg = load(&config)?;
+            let _lock = lock(&cfg.state_dir)?;
             let slot = boot_dir_slots(&cfg)?;
             println!("{}", serde_json::to_string(&slot)?);
             Ok(())
@@ -138,37 +137,18 @@ pub async fn run(cmd: OtaCmd) -> Result<()> {
 
 /// The simulated bootloader of directory slots.
 fn boot_dir_slots(cfg: &OtaConfig) -> Result<super::slots::Slot> {
-    let _ = cfg;
-    Err(anyhow!("braid ota boot: directory slots not built yet"))
-}
-
-/// Holds `ota.state_dir/install.lock` (flock) for the life of the value.
-struct InstallLock(#[allow(dead_code)] std::fs::File);
-
-fn lock(state_dir: &Path) -> Result<InstallLock> {
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("creating {}", state_dir.display()))?;
-    let path = state_dir.join(LOCK_FILE);
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
-        return Err(anyhow!(
-            "another install is running ({} is locked)",
-            path.display()
-        ));
+    match &cfg.backend {
+        crate::config::OtaBackend::Dir { slots_dir } => {
+            Ok(super::slots::DirSlots::open(slots_dir)?.boot()?)
+        }
+        crate::config::OtaBackend::Rauc => Err(anyhow!(
+            "braid ota boot: only for directory slots (ota.backend = \"dir\"); with RAUC the bootloader boots"
+        )),
     }
-    Ok(InstallLock(f))
 }
 
-fn record_outcome(state_dir: &Path, v: &serde_json::Value) {
-    let _ = crate::system::atomic::write_atomic(
-        &state_dir.join(LAST_INSTALL_FILE),
-        v.to_string().as_bytes(),
-    );
+fn lock(state_dir: &Path) -> Result<install::InstallLock> {
+    Ok(install::InstallLock::acquire(state_dir)?)
 }
 
 async fn cmd_install(
@@ -178,7 +158,8 @@ async fn cmd_install(
     allow_downgrade: bool,
 ) -> Result<()> {
     let _lock = lock(&cfg.state_dir)?;
-    let file = if source.starts_with("http://") || source.starts_with("https://") {
+    let downloaded = source.starts_with("http://") || source.starts_with("https://");
+    let file = if downloaded {
         download(cfg, source).await?
     } else {
         PathBuf::from(source)
@@ -208,27 +189,14 @@ async fn cmd_install(
     };
     let r = install::install_file_low_priority(file.clone(), policy, backend, progress).await;
     printer.abort();
+    if downloaded {
+        // Installed or refused, the download has served: a retry downloads afresh.
+        let _ = std::fs::remove_file(&file);
+    }
+    record_outcome(cfg, source, &r)?;
     match r {
-        Err(e) => {
-            record_outcome(
-                &cfg.state_dir,
-                &serde_json::json!({"ok": false, "stage": e.stage(), "error": e.to_string(), "file": file}),
-            );
-            Err(anyhow!(e)).context(format!("installing {}", file.display()))
-        }
+        Err(e) => Err(anyhow!(e)).context(format!("installing {source}")),
         Ok(report) => {
-            health::reset_starts(&cfg.state_dir)?;
-            health::set_reboot_pending(
-                &cfg.state_dir,
-                &RebootPending {
-                    slot: report.slot,
-                    version: report.version.clone(),
-                },
-            )?;
-            record_outcome(
-                &cfg.state_dir,
-                &serde_json::json!({"ok": true, "report": report, "file": file}),
-            );
             println!("{}", serde_json::to_string(&report)?);
             if force {
                 eprintln!("braid: installed; rebooting now (--force)");
@@ -251,10 +219,102 @@ async fn cmd_install(
     }
 }
 
-/// Downloads `url` into `ota.state_dir/download/`, resuming a partial file.
+/// Download attempts before giving up (resuming each time).
+const DOWNLOAD_ATTEMPTS: u32 = 6;
+/// A download that receives nothing for this long is cut and resumed.
+const DOWNLOAD_STALL: Duration = Duration::from_secs(60);
+
+/// Downloads `url` into `ota.state_dir/download/` (as `NAME.partial` until complete),
+/// resuming what an earlier attempt or run left with an HTTP Range request. The
+/// bundle's signature and hash are what make it trusted, not the transfer.
 async fn download(cfg: &OtaConfig, url: &str) -> Result<PathBuf> {
-    let _ = cfg;
-    Err(anyhow!(
-        "{url}: downloading is not built yet; download the bundle and give its path"
-    ))
+    use sha2::Digest;
+    let dir = cfg.state_dir.join("download");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let name = hex::encode(&sha2::Sha256::digest(url.as_bytes())[..8]);
+    let done = dir.join(format!("{name}.braid"));
+    let part = dir.join(format!("{name}.braid.partial"));
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(15))
+        .build()
+        .context("HTTP client")?;
+    let mut last_err = None;
+    for attempt in 0..DOWNLOAD_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1 << attempt.min(5))).await;
+        }
+        match download_once(&client, url, &part).await {
+            Ok(()) => {
+                tokio::fs::rename(&part, &done).await?;
+                eprintln!("braid: downloaded {url}");
+                return Ok(done);
+            }
+            Err(Fetch::Fatal(e)) => return Err(e.context(format!("downloading {url}"))),
+            Err(Fetch::Retry(e)) => {
+                eprintln!("braid: download of {url} interrupted ({e:#}); resuming");
+                last_err = Some(e);
+            }
+        }
+    }
+    Err(last_err
+        .unwrap_or_else(|| anyhow!("no attempt"))
+        .context(format!(
+            "downloading {url}: gave up after {DOWNLOAD_ATTEMPTS} attempts"
+        )))
+}
+
+enum Fetch {
+    /// Worth another try (transport error, stall, server error).
+    Retry(anyhow::Error),
+    Fatal(anyhow::Error),
+}
+
+async fn download_once(client: &reqwest::Client, url: &str, part: &Path) -> Result<(), Fetch> {
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| Fetch::Fatal(anyhow!("{}: {e}", part.display()));
+    let held = match tokio::fs::metadata(part).await {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(io(e)),
+    };
+    let mut req = client.get(url);
+    if held > 0 {
+        req = req.header(reqwest::header::RANGE, format!("bytes={held}-"));
+    }
+    let mut resp = req.send().await.map_err(|e| Fetch::Retry(e.into()))?;
+    let status = resp.status();
+    let mut file = match status.as_u16() {
+        206 if held > 0 => tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(part)
+            .await
+            .map_err(io)?,
+        200 => tokio::fs::File::create(part).await.map_err(io)?,
+        // Nothing past what we hold: it is complete.
+        416 if held > 0 => return Ok(()),
+        s if s >= 500 => return Err(Fetch::Retry(anyhow!("HTTP {s}"))),
+        s => return Err(Fetch::Fatal(anyhow!("HTTP {s}"))),
+    };
+    loop {
+        let chunk = match tokio::time::timeout(DOWNLOAD_STALL, resp.chunk()).await {
+            Err(_) => Err(anyhow!("nothing received for {DOWNLOAD_STALL:?}")),
+            Ok(Err(e)) => Err(e.into()),
+            Ok(Ok(c)) => Ok(c),
+        };
+        match chunk {
+            Ok(Some(c)) => file.write_all(&c).await.map_err(io)?,
+            Ok(None) => break,
+            Err(e) => {
+                // Keep what arrived for the next attempt.
+                file.flush().await.map_err(io)?;
+                file.sync_all().await.map_err(io)?;
+                return Err(Fetch::Retry(e));
+            }
+        }
+    }
+    file.flush().await.map_err(io)?;
+    file.sync_all().await.map_err(io)?;
+    Ok(())
 }

@@ -358,6 +358,12 @@ pub fn minute_of_day(unix_secs: i64, utc_offset_secs: i64) -> u16 {
 /// How often the local UTC offset is read again (daylight saving changes).
 const OFFSET_REFRESH: Duration = Duration::from_secs(600);
 
+/// The shell's clock: tokio's, so that tests with paused time drive the monitor in
+/// virtual time (outside a paused runtime it is the monotonic clock).
+fn shell_now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// How often the monitor looks at the stats.
 const TICK: Duration = Duration::from_secs(1);
 /// After the reboot command ran (or failed), wait this long before trying again.
@@ -378,7 +384,7 @@ impl Monitor {
     /// If the slot has used up its starts it is marked bad and the box reboots here.
     pub fn start(cfg: OtaConfig, backend: Arc<dyn SlotBackend>) -> io::Result<Monitor> {
         let status = backend.status().map_err(io::Error::other)?;
-        let now = Instant::now();
+        let now = shell_now();
         let starts = if status.booted_unconfirmed {
             record_start(&cfg.state_dir, status.booted)?
         } else {
@@ -412,6 +418,16 @@ impl Monitor {
         };
         m.drain();
         Ok(m)
+    }
+
+    /// The `[ota]` table it runs with.
+    pub fn config(&self) -> &OtaConfig {
+        &self.cfg
+    }
+
+    /// The slot backend it uses (for the fleet poller).
+    pub fn backend(&self) -> Arc<dyn SlotBackend> {
+        self.backend.clone()
     }
 
     /// The slots as seen at start.
@@ -455,8 +471,8 @@ impl Monitor {
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut planner = RebootPlanner::new(self.cfg.reboot);
-        let mut next_reboot_try = Instant::now();
-        let mut offset = (Instant::now(), local_utc_offset().unwrap_or(0));
+        let mut next_reboot_try = shell_now();
+        let mut offset = (shell_now(), local_utc_offset().unwrap_or(0));
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -465,7 +481,7 @@ impl Monitor {
                 _ = shutdown.changed() => return,
                 _ = tick.tick() => {}
             }
-            let now = Instant::now();
+            let now = shell_now();
             let obs = observe();
             self.check.handle_observation(now, obs);
             self.check.handle_timeout(now);
@@ -547,6 +563,35 @@ mod tests {
             out.extend(actions(hc).into_iter().map(|a| (t, a)));
         }
         out
+    }
+
+    #[test]
+    fn observation_from_the_edge_stats() {
+        use crate::device::leds::BoxState;
+        use crate::edge::{EdgeLinkStatus, EdgeStats};
+        let mut s = EdgeStats {
+            links: vec![EdgeLinkStatus::default(), EdgeLinkStatus::default()],
+            ..Default::default()
+        };
+        assert!(!Observation::from_stats(&s).healthy(), "booting, no link");
+        s.links[1].connected = true;
+        assert_eq!(Observation::from_stats(&s).links_connected, 1);
+        assert!(Observation::from_stats(&s).healthy());
+        s.links[1].connected = false;
+        for (state, streaming) in [
+            (BoxState::Live, true),
+            (BoxState::Degraded, true),
+            (BoxState::Ready, false),
+            (BoxState::Error, false),
+            (BoxState::Stopped, false),
+        ] {
+            s.state = state;
+            assert_eq!(
+                Observation::from_stats(&s).streaming,
+                streaming,
+                "{state:?}"
+            );
+        }
     }
 
     #[test]

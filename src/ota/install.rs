@@ -15,7 +15,7 @@
 
 use super::bundle::{self, BundleError, Manifest, PayloadKind, Policy};
 use super::slots::{Slot, SlotBackend, SlotError, SlotStatus};
-use crate::config::OtaConfig;
+use crate::config::{OtaBackend, OtaConfig};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -293,21 +293,27 @@ pub fn policy(
     })
 }
 
-/// An Ed25519 public key from a minisign public key file.
+/// An Ed25519 public key from a minisign public key file (`ota.public_keys`).
 pub fn read_public_key(path: &Path) -> Result<[u8; 32], InstallError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InstallError::Setup(format!("public key {}: {e}", path.display())))?;
-    let _ = text;
-    Err(InstallError::Setup(format!(
-        "public key {}: minisign keys not supported yet",
-        path.display()
-    )))
+    super::keys::load_public_key(path)
+        .map_err(|e| InstallError::Setup(format!("public key {}: {e}", path.display())))
 }
 
-/// The slot backend `[ota]` names.
+/// The slot backend `[ota]` names. Directory slots are opened (and cleaned up after
+/// a killed install): call it with the install lock held, or at daemon start.
 pub fn open_backend(cfg: &OtaConfig) -> Result<Arc<dyn SlotBackend>, InstallError> {
-    let _ = cfg;
-    Err(InstallError::Setup("slot backends not built yet".into()))
+    match &cfg.backend {
+        OtaBackend::Dir { slots_dir } => super::slots::DirSlots::open(slots_dir)
+            .map(|s| Arc::new(s) as Arc<dyn SlotBackend>)
+            .map_err(|e| InstallError::Setup(format!("slots {}: {e}", slots_dir.display()))),
+        OtaBackend::Rauc => Ok(Arc::new(super::rauc::RaucSlots::new(
+            super::rauc::RaucConfig {
+                work_dir: cfg.state_dir.clone(),
+                state_dir: cfg.state_dir.clone(),
+                ..Default::default()
+            },
+        ))),
+    }
 }
 
 /// Lowers the calling thread's CPU priority to nice 10 (Linux gives each thread its
@@ -354,12 +360,142 @@ pub async fn install_file_low_priority(
         .map_err(|_| InstallError::Setup("the install thread died".into()))?
 }
 
-/// The manifest's version and hardware, for messages.
-pub fn describe(m: &Manifest) -> String {
-    format!(
-        "{} for {} ({:?}, {} bytes)",
-        m.version, m.compatible, m.kind, m.payload_size
+/// File in `ota.state_dir` with the outcome of the last install (`braid ota status`).
+pub const LAST_INSTALL_FILE: &str = "last-install.json";
+
+/// Keeps the outcome of an install from `source` (a path, a URL, "web upload") for
+/// `braid ota status`, and after a success leaves the reboot pending and the
+/// boot-attempt counter fresh for the new slot.
+pub fn record_outcome(
+    cfg: &OtaConfig,
+    source: &str,
+    r: &Result<InstallReport, InstallError>,
+) -> io::Result<()> {
+    let v = match r {
+        Ok(report) => {
+            super::health::reset_starts(&cfg.state_dir)?;
+            super::health::set_reboot_pending(
+                &cfg.state_dir,
+                &super::health::RebootPending {
+                    slot: report.slot,
+                    version: report.version.clone(),
+                },
+            )?;
+            serde_json::json!({"ok": true, "report": report, "source": source})
+        }
+        Err(e) => serde_json::json!({
+            "ok": false, "stage": e.stage(), "error": e.to_string(), "source": source
+        }),
+    };
+    std::fs::create_dir_all(&cfg.state_dir)?;
+    crate::system::atomic::write_atomic(
+        &cfg.state_dir.join(LAST_INSTALL_FILE),
+        v.to_string().as_bytes(),
     )
+}
+
+/// The web page's upload (`POST /api/update`) into the same flow as `braid ota
+/// install`: same lock, checks, state files and reboot policy.
+pub struct WebUpdater {
+    cfg: OtaConfig,
+    backend: Arc<dyn SlotBackend>,
+    progress: Progress,
+}
+
+impl WebUpdater {
+    pub fn new(cfg: OtaConfig, backend: Arc<dyn SlotBackend>) -> WebUpdater {
+        WebUpdater {
+            cfg,
+            backend,
+            progress: Progress::new(),
+        }
+    }
+
+    /// Where the last upload's install is.
+    pub fn progress(&self) -> ProgressView {
+        self.progress.snapshot()
+    }
+}
+
+impl crate::web::Updater for WebUpdater {
+    fn max_bytes(&self) -> u64 {
+        // Payload, plus magic, lengths, manifest and signature at their limits.
+        self.cfg.max_payload
+            + bundle::MAGIC.len() as u64
+            + 8
+            + u64::from(bundle::MAX_MANIFEST)
+            + u64::from(bundle::MAX_SIGNATURE)
+    }
+
+    /// Runs on the web server's blocking thread: it is lowered to nice 10 for the
+    /// install and set back after, where the system allows (without CAP_SYS_NICE a
+    /// thread cannot raise its priority again; tokio retires idle blocking threads).
+    fn install(&self, body: &mut dyn Read, force: bool) -> Result<serde_json::Value, String> {
+        let _lock = InstallLock::acquire(&self.cfg.state_dir).map_err(|e| e.to_string())?;
+        let st = self.backend.status().map_err(|e| format!("slots: {e}"))?;
+        let policy = policy(&self.cfg, &st, force).map_err(|e| e.to_string())?;
+        let tid = rustix::thread::gettid();
+        let nice = rustix::process::getpriority_process(Some(tid)).ok();
+        lower_thread_priority();
+        let r = install(body, &policy, self.backend.as_ref(), &self.progress);
+        if let Some(n) = nice {
+            let _ = rustix::process::setpriority_process(Some(tid), n);
+        }
+        if let Err(e) = record_outcome(&self.cfg, "web upload", &r) {
+            tracing::error!("ota: recording the install: {e}");
+        }
+        let report = r.map_err(|e| e.to_string())?;
+        tracing::info!(version = %report.version, slot = ?report.slot, "ota: installed from the web page");
+        let reboot = if force {
+            tracing::warn!("ota: rebooting now (forced from the web page)");
+            super::health::run_reboot_command(&self.cfg.reboot_command)
+                .map_err(|e| format!("installed, but the reboot failed: {e}"))?;
+            "now".to_string()
+        } else {
+            self.cfg.reboot.to_string()
+        };
+        Ok(serde_json::json!({
+            "slot": report.slot,
+            "version": report.version,
+            "compatible": report.compatible,
+            "bytes": report.bytes,
+            "reboot": reboot,
+        }))
+    }
+}
+
+/// Lock file in `ota.state_dir`: one install at a time.
+pub const LOCK_FILE: &str = "install.lock";
+
+/// Holds `ota.state_dir/install.lock` (flock) for the life of the value. Every
+/// `braid ota` command and the fleet poller take it: opening directory slots cleans up
+/// after a killed install, which must not happen under a running one.
+#[derive(Debug)]
+pub struct InstallLock(#[allow(dead_code)] std::fs::File);
+
+impl InstallLock {
+    /// Takes the lock, or fails at once if another process or task holds it.
+    pub fn acquire(state_dir: &Path) -> io::Result<InstallLock> {
+        std::fs::create_dir_all(state_dir).map_err(|e| {
+            io::Error::new(e.kind(), format!("creating {}: {e}", state_dir.display()))
+        })?;
+        let path = state_dir.join(LOCK_FILE);
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("opening {}: {e}", path.display())))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |_| {
+                io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("another install is running ({} is locked)", path.display()),
+                )
+            },
+        )?;
+        Ok(InstallLock(f))
+    }
 }
 
 /// An in-memory [`SlotBackend`] with the bootloader's semantics, for tests of the
@@ -665,6 +801,17 @@ mod tests {
         let v = progress.snapshot();
         assert_eq!(v.stage, Stage::Failed);
         assert_eq!(v.last_error, Some(e.to_string()));
+    }
+
+    #[test]
+    fn one_install_at_a_time() {
+        let d = crate::system::TempDir::new("ota-lock").unwrap();
+        let dir = d.path().join("state");
+        let held = InstallLock::acquire(&dir).unwrap();
+        let e = InstallLock::acquire(&dir).unwrap_err();
+        assert!(e.to_string().contains("another install is running"), "{e}");
+        drop(held);
+        InstallLock::acquire(&dir).unwrap();
     }
 
     #[test]

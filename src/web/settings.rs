@@ -1983,6 +1983,34 @@ interface = \"wwan0\"
     }
 
     #[test]
+    fn ota_hawkbit_token_is_a_secret() {
+        let text = format!(
+            "{MINIMAL}\n[ota]\nbackend = \"rauc\"\npublic_keys = [\"k.pub\"]\ncompatible = \"hw\"\n\
+             [ota.hawkbit]\nserver = \"https://hb.example.com\"\ntenant = \"t\"\ntoken = \"tok-123\"\n"
+        );
+        let (_d, s) = setup(&text);
+        let v = s.view().unwrap();
+        assert_eq!(v["values"]["ota"]["hawkbit"]["token"], REDACTED);
+        assert_eq!(v["values"]["ota"]["compatible"], "hw");
+        assert!(!redacted_toml(&text).contains("tok-123"));
+        assert!(!redact_lines(&text).contains("tok-123"));
+        // Sent back redacted, the token stays; a change of [ota] takes a restart.
+        let rev = v["revision"].as_str().unwrap().to_string();
+        let saved = s
+            .save(
+                &rev,
+                &map(json!({"ota.hawkbit.token": REDACTED, "ota.health_timeout_s": 60})),
+            )
+            .unwrap();
+        assert_eq!(changed(&saved), [("ota.health_timeout_s", Apply::Service)]);
+        assert!(file(&s).contains("token = \"tok-123\""));
+        assert_eq!(
+            saved.config.ota.unwrap().health_timeout,
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
     fn locate_lines() {
         let text = "[a]\nx = 1\ny = [\n  1,\n  2,\n]\n\n[[l]]\nn = 1\n[[l]]\nn = 2\n";
         assert_eq!(locate(text, 1), Some(Loc::Table("a".into())));
