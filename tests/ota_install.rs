@@ -8,6 +8,9 @@
 //! - refused bundles (tampered payload or manifest, wrong key, wrong hardware,
 //!   downgrade, truncated file): the old slot boots, the other is not bootable, the
 //!   error names the stage and the reason;
+//! - the real `braid edge` on the new slot: no link within the timeout gives the slot
+//!   up and reboots; crashes count as starts and the third gives up at once; a link
+//!   to a real `braid relay` confirms the slot;
 //! - the web upload's installer: refusals with their reason, force = downgrade and
 //!   reboot now;
 //! - hawkBit: a deployment is installed and reported a success only after the new
@@ -733,5 +736,183 @@ fn web_upload_installs_through_the_same_flow() {
     assert_eq!(v["reboot"], "now");
     assert!(b.p("rebooted").exists());
     assert_eq!(up.progress().stage, Stage::Done);
+    assert_eq!(b.boot(), Slot::B);
+}
+
+/// A `braid edge` process on the new slot, with no relay to reach: stderr lines
+/// are sent to the returned channel.
+fn spawn_edge(b: &Box_) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = Command::new(BRAID)
+        .args(["edge", "--config", b.config_path().to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// The reboot command ran (it follows the log line by a backend call).
+fn wait_for_reboot(b: &Box_) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !b.p("rebooted").exists() {
+        assert!(Instant::now() < end, "the reboot command did not run");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str, within: Duration) -> String {
+    let end = Instant::now() + within;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains(needle) => return l,
+            Ok(_) => {}
+            Err(_) => panic!("no line with {needle:?} within {within:?}"),
+        }
+    }
+}
+
+/// An edge box for `braid edge`: test input, one link to a relay at `relay` (with
+/// certificate fingerprint `fp`; nothing there unless the test starts one), stats on
+/// a free port.
+fn edge_box_for(tag: &str, relay: &str, fp: Option<&str>) -> Box_ {
+    let b = Box_::new(tag);
+    let out = run_braid(&[
+        "keygen",
+        "--dir",
+        b.dir.path().to_str().unwrap(),
+        "--name",
+        "device",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let mut text = b
+        .config_text()
+        .replace(
+            "address = \"127.0.0.1:7000\"",
+            &format!("address = \"{relay}\""),
+        )
+        .replace(
+            "[[link]]",
+            "[input]\nkind = \"test\"\n\n[stats]\nlisten = \"127.0.0.1:0\"\n\n[[link]]",
+        );
+    if let Some(fp) = fp {
+        text = text.replace(
+            "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            fp,
+        );
+    }
+    std::fs::write(b.config_path(), text).unwrap();
+    b.install(&b.bundle("0.2.0", &payload(10_000, 15))).unwrap();
+    assert_eq!(b.boot(), Slot::B);
+    b
+}
+
+fn edge_box(tag: &str) -> Box_ {
+    edge_box_for(tag, "127.0.0.1:9", None)
+}
+
+/// The real daemon on the new slot: no link comes up, so after `health_timeout_s`
+/// (10 s here) it gives the slot up and runs the reboot command; the next boot is
+/// the old slot.
+#[test]
+fn edge_daemon_gives_up_a_slot_without_links() {
+    let b = edge_box("ota-edge-timeout");
+    let (mut edge, rx) = spawn_edge(&b);
+    let t0 = Instant::now();
+    wait_for_line(&rx, "running an unconfirmed slot", Duration::from_secs(10));
+    let l = wait_for_line(&rx, "health check failed", Duration::from_secs(20));
+    let waited = t0.elapsed();
+    wait_for_reboot(&b);
+    let _ = edge.kill();
+    let _ = edge.wait();
+    assert!(l.contains("within ota.health_timeout_s"), "{l}");
+    assert!(waited >= Duration::from_secs(9), "{waited:?}");
+    assert_eq!(b.boot(), Slot::A);
+}
+
+/// The real daemon crashing on the new slot (SIGKILL, as a watchdog restart would
+/// follow): each start counts, and the start after `max_boot_attempts` (2 here)
+/// gives the slot up at once.
+#[test]
+fn edge_daemon_crashes_count_against_the_new_slot() {
+    let b = edge_box("ota-edge-crash");
+    for start in 1..=2 {
+        let (mut edge, rx) = spawn_edge(&b);
+        let l = wait_for_line(&rx, "running an unconfirmed slot", Duration::from_secs(10));
+        assert!(l.contains(&format!("starts={start}")), "{l}");
+        let _ = edge.kill();
+        let _ = edge.wait();
+        assert!(!b.p("rebooted").exists());
+    }
+    let (mut edge, rx) = spawn_edge(&b);
+    let l = wait_for_line(&rx, "health check failed", Duration::from_secs(10));
+    wait_for_reboot(&b);
+    let _ = edge.kill();
+    let _ = edge.wait();
+    assert!(l.contains("the daemon started 3 times"), "{l}");
+    assert_eq!(b.boot(), Slot::A);
+}
+
+/// The real daemon on the new slot with a relay to reach: once its link connects the
+/// slot is confirmed, and it boots from then on.
+#[test]
+fn edge_daemon_confirms_a_slot_whose_link_comes_up() {
+    let relay_dir = TempDir::new("ota-edge-relay").unwrap();
+    let rd = relay_dir.path();
+    let out = run_braid(&["keygen", "--dir", rd.to_str().unwrap(), "--name", "relay"]);
+    assert!(out.status.success(), "{out:?}");
+    let relay_fp = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let b = edge_box_for("ota-edge-ok", &format!("127.0.0.1:{port}"), Some(&relay_fp));
+    // The relay pins the edge's certificate (device.crt, made by edge_box_for).
+    let device_fp = {
+        let pem = std::fs::read_to_string(b.p("device.crt")).unwrap();
+        let der = rustls_pemfile::certs(&mut pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        use sha2::Digest;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&der)))
+    };
+    std::fs::write(
+        rd.join("relay.toml"),
+        format!(
+            "[relay]\nlisten = \"127.0.0.1:{port}\"\ncert = \"relay.crt\"\nkey = \"relay.key\"\n\
+             [stats]\nlisten = \"127.0.0.1:0\"\n[[device]]\nid = \"cam1\"\nfingerprint = \"{device_fp}\"\n\
+             [[device.output]]\nkind = \"udp\"\naddress = \"127.0.0.1:9\"\n"
+        ),
+    )
+    .unwrap();
+    let mut relay = Command::new(BRAID)
+        .args(["relay", "--config", rd.join("relay.toml").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut edge, rx) = spawn_edge(&b);
+    let l = wait_for_line(&rx, "health check passed", Duration::from_secs(9));
+    let _ = edge.kill();
+    let _ = edge.wait();
+    let _ = relay.kill();
+    let _ = relay.wait();
+    assert!(l.contains("slot confirmed"), "{l}");
+    assert!(!b.p("rebooted").exists());
+    assert_eq!(b.boot(), Slot::B);
     assert_eq!(b.boot(), Slot::B);
 }
