@@ -10,7 +10,8 @@
 //!   error names the stage and the reason;
 //! - the real `braid edge` on the new slot: no link within the timeout gives the slot
 //!   up and reboots; crashes count as starts and the third gives up at once; a link
-//!   to a real `braid relay` confirms the slot;
+//!   to a real `braid relay` confirms the slot; with `reboot = "idle"` an install made
+//!   while live does not reboot the box, and reboots it once not live;
 //! - the web upload's installer: refusals with their reason, force = downgrade and
 //!   reboot now;
 //! - hawkBit: a deployment is installed and reported a success only after the new
@@ -814,13 +815,19 @@ fn edge_box_for(tag: &str, relay: &str, fp: Option<&str>) -> Box_ {
         );
     }
     std::fs::write(b.config_path(), text).unwrap();
+    b
+}
+
+/// [`edge_box_for`] booted on a freshly installed, unconfirmed slot B.
+fn edge_box_on_new_slot(tag: &str, relay: &str, fp: Option<&str>) -> Box_ {
+    let b = edge_box_for(tag, relay, fp);
     b.install(&b.bundle("0.2.0", &payload(10_000, 15))).unwrap();
     assert_eq!(b.boot(), Slot::B);
     b
 }
 
 fn edge_box(tag: &str) -> Box_ {
-    edge_box_for(tag, "127.0.0.1:9", None)
+    edge_box_on_new_slot(tag, "127.0.0.1:9", None)
 }
 
 /// The real daemon on the new slot: no link comes up, so after `health_timeout_s`
@@ -865,11 +872,10 @@ fn edge_daemon_crashes_count_against_the_new_slot() {
     assert_eq!(b.boot(), Slot::A);
 }
 
-/// The real daemon on the new slot with a relay to reach: once its link connects the
-/// slot is confirmed, and it boots from then on.
-#[test]
-fn edge_daemon_confirms_a_slot_whose_link_comes_up() {
-    let relay_dir = TempDir::new("ota-edge-relay").unwrap();
+/// A relay's identity and a free port for it: its address, certificate fingerprint
+/// and directory (see [`run_relay`]).
+fn relay_identity(tag: &str) -> (String, String, TempDir) {
+    let relay_dir = TempDir::new(tag).unwrap();
     let rd = relay_dir.path();
     let out = run_braid(&["keygen", "--dir", rd.to_str().unwrap(), "--name", "relay"]);
     assert!(out.status.success(), "{out:?}");
@@ -879,8 +885,11 @@ fn edge_daemon_confirms_a_slot_whose_link_comes_up() {
         .local_addr()
         .unwrap()
         .port();
-    let b = edge_box_for("ota-edge-ok", &format!("127.0.0.1:{port}"), Some(&relay_fp));
-    // The relay pins the edge's certificate (device.crt, made by edge_box_for).
+    (format!("127.0.0.1:{port}"), relay_fp, relay_dir)
+}
+
+/// Writes the relay's configuration pinning `b`'s device certificate and starts it.
+fn run_relay(b: &Box_, rd: &Path, addr: &str) -> std::process::Child {
     let device_fp = {
         let pem = std::fs::read_to_string(b.p("device.crt")).unwrap();
         let der = rustls_pemfile::certs(&mut pem.as_bytes())
@@ -893,18 +902,27 @@ fn edge_daemon_confirms_a_slot_whose_link_comes_up() {
     std::fs::write(
         rd.join("relay.toml"),
         format!(
-            "[relay]\nlisten = \"127.0.0.1:{port}\"\ncert = \"relay.crt\"\nkey = \"relay.key\"\n\
+            "[relay]\nlisten = \"{addr}\"\ncert = \"relay.crt\"\nkey = \"relay.key\"\n\
              [stats]\nlisten = \"127.0.0.1:0\"\n[[device]]\nid = \"cam1\"\nfingerprint = \"{device_fp}\"\n\
              [[device.output]]\nkind = \"udp\"\naddress = \"127.0.0.1:9\"\n"
         ),
     )
     .unwrap();
-    let mut relay = Command::new(BRAID)
+    Command::new(BRAID)
         .args(["relay", "--config", rd.join("relay.toml").to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// The real daemon on the new slot with a relay to reach: once its link connects the
+/// slot is confirmed, and it boots from then on.
+#[test]
+fn edge_daemon_confirms_a_slot_whose_link_comes_up() {
+    let (addr, fp, rd) = relay_identity("ota-edge-relay");
+    let b = edge_box_on_new_slot("ota-edge-ok", &addr, Some(&fp));
+    let mut relay = run_relay(&b, rd.path(), &addr);
     let (mut edge, rx) = spawn_edge(&b);
     let l = wait_for_line(&rx, "health check passed", Duration::from_secs(9));
     let _ = edge.kill();
@@ -915,4 +933,46 @@ fn edge_daemon_confirms_a_slot_whose_link_comes_up() {
     assert!(!b.p("rebooted").exists());
     assert_eq!(b.boot(), Slot::B);
     assert_eq!(b.boot(), Slot::B);
+}
+
+/// `ota.reboot = "idle"` in the real daemon: an install made while the stream is
+/// live does not reboot the box; one made while it is not live reboots it at once.
+#[test]
+fn edge_daemon_reboots_for_an_update_only_when_not_live() {
+    let (addr, fp, rd) = relay_identity("ota-edge-live");
+    let b = edge_box_for("ota-edge-idle", &addr, Some(&fp));
+    let text = std::fs::read_to_string(b.config_path())
+        .unwrap()
+        .replace("reboot = \"never\"", "reboot = \"idle\"");
+    std::fs::write(b.config_path(), text).unwrap();
+    let cfg = b.config_path();
+    let cfg = cfg.to_str().unwrap();
+    let bundle = b.bundle("0.2.0", &payload(10_000, 16));
+    let bundle = bundle.to_str().unwrap();
+
+    // Live: the relay is there and the test stream flows.
+    let mut relay = run_relay(&b, rd.path(), &addr);
+    let (mut edge, rx) = spawn_edge(&b);
+    wait_for_line(&rx, "link joined", Duration::from_secs(9));
+    std::thread::sleep(Duration::from_secs(2));
+    let out = run_braid(&["ota", "install", "--config", cfg, bundle]);
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!b.p("rebooted").exists(), "rebooted during a live stream");
+    let _ = edge.kill();
+    let _ = edge.wait();
+    let _ = relay.kill();
+    let _ = relay.wait();
+
+    // Not live (no relay): the pending reboot happens within a few seconds.
+    let (mut edge, rx) = spawn_edge(&b);
+    wait_for_line(
+        &rx,
+        "rebooting into the installed update",
+        Duration::from_secs(10),
+    );
+    wait_for_reboot(&b);
+    let _ = edge.kill();
+    let _ = edge.wait();
+    assert_eq!(b.boot(), Slot::B, "the update boots once");
 }
