@@ -12,6 +12,7 @@
 //!   up and reboots; crashes count as starts and the third gives up at once; a link
 //!   to a real `braid relay` confirms the slot; with `reboot = "idle"` an install made
 //!   while live does not reboot the box, and reboots it once not live;
+//! - `braid ota install URL`: a download broken off mid-body resumes (Range);
 //! - the web upload's installer: refusals with their reason, force = downgrade and
 //!   reboot now;
 //! - hawkBit: a deployment is installed and reported a success only after the new
@@ -975,4 +976,89 @@ fn edge_daemon_reboots_for_an_update_only_when_not_live() {
     let _ = edge.kill();
     let _ = edge.wait();
     assert_eq!(b.boot(), Slot::B, "the update boots once");
+}
+
+/// `braid ota install http://...`: the first response breaks off mid-body; the
+/// download resumes with a Range request and the bundle installs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_install_from_a_url_resumes_a_broken_download() {
+    use axum::http::{header, HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let b = Box_::new("ota-url");
+    let bundle = Arc::new(std::fs::read(b.bundle("0.2.0", &payload(3 << 20, 17))).unwrap());
+    let requests = Arc::new(std::sync::Mutex::new(Vec::<Option<String>>::new()));
+    let served = Arc::new(AtomicUsize::new(0));
+    let (bun, reqs, n) = (bundle.clone(), requests.clone(), served.clone());
+    let app = axum::Router::new().route(
+        "/u.braidb",
+        axum::routing::get(move |headers: HeaderMap| {
+            let (bundle, reqs, n) = (bun.clone(), reqs.clone(), n.clone());
+            async move {
+                let range = headers
+                    .get(header::RANGE)
+                    .map(|v| v.to_str().unwrap().to_string());
+                reqs.lock().unwrap().push(range.clone());
+                let from: usize = range
+                    .as_deref()
+                    .and_then(|r| r.strip_prefix("bytes="))
+                    .and_then(|r| r.strip_suffix('-'))
+                    .map_or(0, |r| r.parse().unwrap());
+                let body = axum::body::Bytes::copy_from_slice(&bundle[from..]);
+                let len = body.len();
+                let first = n.fetch_add(1, Ordering::SeqCst) == 0;
+                let body = if first {
+                    // Send a third, then break the connection.
+                    let part = body.slice(..len / 3);
+                    let s = futures_util::stream::iter(vec![
+                        Ok::<_, std::io::Error>(part),
+                        Err(std::io::Error::other("link lost")),
+                    ]);
+                    axum::body::Body::from_stream(s)
+                } else {
+                    axum::body::Body::from(body)
+                };
+                let mut resp: Response = body.into_response();
+                resp.headers_mut()
+                    .insert(header::CONTENT_LENGTH, len.to_string().parse().unwrap());
+                if from > 0 {
+                    *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+                    resp.headers_mut().insert(
+                        header::CONTENT_RANGE,
+                        format!("bytes {from}-{}/{}", bundle.len() - 1, bundle.len())
+                            .parse()
+                            .unwrap(),
+                    );
+                }
+                resp
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/u.braidb", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let cfg = b.config_path();
+    let out = tokio::task::spawn_blocking(move || {
+        run_braid(&["ota", "install", "--config", cfg.to_str().unwrap(), &url])
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let reqs = requests.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0], None);
+    let resumed_at: usize = reqs[1]
+        .as_deref()
+        .unwrap()
+        .trim_start_matches("bytes=")
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
+    assert!(resumed_at > 0 && resumed_at < bundle.len(), "{reqs:?}");
+    assert_eq!(b.slots().status().unwrap().try_next, Some(Slot::B));
+    let dl = std::fs::read_dir(b.p("state/download")).unwrap().count();
+    assert_eq!(dl, 0, "the download is removed after the install");
+    assert_eq!(b.boot(), Slot::B);
 }
