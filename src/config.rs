@@ -103,6 +103,24 @@ pub const SESSION_IDLE_MINUTES_RANGE: RangeInclusive<i64> = 5..=10_080;
 pub const DEFAULT_REBOOT_COMMAND: &[&str] = &["systemctl", "reboot"];
 /// Default `web.log_unit`.
 pub const DEFAULT_LOG_UNIT: &str = "braid-edge";
+/// Default `ota.max_payload_mb`.
+pub const DEFAULT_OTA_MAX_PAYLOAD_MB: i64 = 2048;
+/// Allowed range of `ota.max_payload_mb`.
+pub const OTA_MAX_PAYLOAD_MB_RANGE: RangeInclusive<i64> = 1..=65_536;
+/// Default `ota.health_timeout_s`.
+pub const DEFAULT_OTA_HEALTH_TIMEOUT_S: i64 = 120;
+/// Allowed range of `ota.health_timeout_s`.
+pub const OTA_HEALTH_TIMEOUT_S_RANGE: RangeInclusive<i64> = 10..=3600;
+/// Default `ota.max_boot_attempts`.
+pub const DEFAULT_OTA_MAX_BOOT_ATTEMPTS: i64 = 3;
+/// Allowed range of `ota.max_boot_attempts`.
+pub const OTA_MAX_BOOT_ATTEMPTS_RANGE: RangeInclusive<i64> = 1..=20;
+/// Default `ota.state_dir`.
+pub const DEFAULT_OTA_STATE_DIR: &str = "/var/lib/braid/ota";
+/// Default `ota.hawkbit.poll_s`.
+pub const DEFAULT_HAWKBIT_POLL_S: i64 = 300;
+/// Allowed range of `ota.hawkbit.poll_s`.
+pub const HAWKBIT_POLL_S_RANGE: RangeInclusive<i64> = 10..=86_400;
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -446,6 +464,76 @@ pub struct EdgeConfig {
     /// `[web]`: the local web page (docs/web-api.md). `None` when the table is
     /// absent or `enabled = false`.
     pub web: Option<WebConfig>,
+    /// `[ota]`: signed updates into A/B slots and the health check that confirms
+    /// them (docs/ota.md). `None` when the table is absent.
+    pub ota: Option<OtaConfig>,
+}
+
+/// `[ota]` of `edge.toml`: over-the-air updates (docs/ota.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtaConfig {
+    /// How the A/B slots are switched.
+    pub backend: OtaBackend,
+    /// minisign public key files whose keys may sign bundles (at least one).
+    pub public_keys: Vec<PathBuf>,
+    /// This box's hardware id; a bundle must name it.
+    pub compatible: String,
+    /// Accept a bundle whose version is not newer than the running one.
+    pub allow_downgrade: bool,
+    /// Largest payload accepted, in bytes.
+    pub max_payload: u64,
+    /// How long a new slot has to show a link up or the stream live.
+    pub health_timeout: Duration,
+    /// Daemon starts of an unconfirmed slot before it is given up.
+    pub max_boot_attempts: u32,
+    /// When the box reboots into a freshly installed slot.
+    pub reboot: RebootPolicy,
+    /// Program and arguments that reboot the box (never empty).
+    pub reboot_command: Vec<String>,
+    /// Boot-attempt counter, pending reboot, downloads.
+    pub state_dir: PathBuf,
+    /// `[ota.hawkbit]`: fleet polling, if configured.
+    pub hawkbit: Option<OtaHawkbit>,
+}
+
+/// `ota.backend`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OtaBackend {
+    /// Directory slots (development, tests): `ota.slots_dir`.
+    Dir { slots_dir: PathBuf },
+    /// RAUC (`rauc install`, `rauc status mark-good`).
+    Rauc,
+}
+
+/// `ota.reboot`: when a box with a freshly installed slot reboots into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootPolicy {
+    /// As soon as the stream is not live.
+    Idle,
+    /// Never by itself (the admin reboots, or `braid ota install --force`).
+    Never,
+    /// From this local time of day on, once the stream is not live.
+    At { hour: u8, minute: u8 },
+}
+
+impl fmt::Display for RebootPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RebootPolicy::Idle => f.write_str("idle"),
+            RebootPolicy::Never => f.write_str("never"),
+            RebootPolicy::At { hour, minute } => write!(f, "{hour:02}:{minute:02}"),
+        }
+    }
+}
+
+/// `[ota.hawkbit]`: where the box polls for deployments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtaHawkbit {
+    pub client: crate::ota::hawkbit::HawkbitConfig,
+    /// Where artifacts are downloaded (resumed after a link loss).
+    pub download_dir: PathBuf,
+    /// Polling interval until the server asks for another.
+    pub poll: Duration,
 }
 
 /// `[web]` of `edge.toml`: the local web page and its API (docs/web-api.md).
@@ -1134,6 +1222,36 @@ struct RawEdge {
     usage: Option<RawUsage>,
     #[serde(default)]
     web: Option<Spanned<RawWeb>>,
+    #[serde(default)]
+    ota: Option<Spanned<RawOta>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOta {
+    backend: Spanned<String>,
+    slots_dir: Option<Spanned<String>>,
+    public_keys: Spanned<Vec<Spanned<String>>>,
+    compatible: Spanned<String>,
+    allow_downgrade: Option<bool>,
+    max_payload_mb: Option<Spanned<i64>>,
+    health_timeout_s: Option<Spanned<i64>>,
+    max_boot_attempts: Option<Spanned<i64>>,
+    reboot: Option<Spanned<String>>,
+    reboot_command: Option<Spanned<Vec<Spanned<String>>>>,
+    state_dir: Option<Spanned<String>>,
+    hawkbit: Option<Spanned<RawHawkbit>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHawkbit {
+    server: Spanned<String>,
+    tenant: Spanned<String>,
+    controller_id: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+    download_dir: Option<Spanned<String>>,
+    poll_s: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -1422,7 +1540,12 @@ pub fn parse_edge(text: &str, path_for_messages: &Path) -> Result<EdgeConfig, Co
         Some(w) => edge_web(&ctx, w)?,
         None => None,
     };
+    let ota = match &raw.ota {
+        Some(o) => Some(edge_ota(&ctx, o, &device.id)?),
+        None => None,
+    };
     Ok(EdgeConfig {
+        ota,
         device,
         relay,
         input,
@@ -1557,6 +1680,237 @@ fn edge_web(ctx: &Ctx, raw: &Spanned<RawWeb>) -> Result<Option<WebConfig>, Confi
         reboot_command,
         log_unit,
     }))
+}
+
+/// A program and its arguments (`web.reboot_command`, `ota.reboot_command`).
+fn command(
+    ctx: &Ctx,
+    key: &str,
+    value: Option<&Spanned<Vec<Spanned<String>>>>,
+) -> Result<Vec<String>, ConfigError> {
+    let Some(cmd) = value else {
+        return Ok(DEFAULT_REBOOT_COMMAND
+            .iter()
+            .map(|s| s.to_string())
+            .collect());
+    };
+    if cmd.get_ref().is_empty() {
+        return Err(ctx.invalid(
+            Some(cmd.span()),
+            format!("{key}: must name a program (e.g. [\"systemctl\", \"reboot\"])"),
+        ));
+    }
+    for a in cmd.get_ref() {
+        if a.get_ref().is_empty() || a.get_ref().contains('\0') {
+            return Err(ctx.invalid(
+                Some(a.span()),
+                format!(
+                    "{key}: arguments must be non-empty and without NUL, got {:?}",
+                    a.get_ref()
+                ),
+            ));
+        }
+    }
+    Ok(cmd.get_ref().iter().map(|a| a.get_ref().clone()).collect())
+}
+
+/// `HH:MM`, 00:00 to 23:59.
+fn parse_hh_mm(s: &str) -> Option<(u8, u8)> {
+    let (h, m) = s.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 || !(h.bytes().chain(m.bytes())).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (h, m): (u8, u8) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some((h, m))
+}
+
+/// `[A-Za-z0-9_.-]{1,64}`: hardware ids and hawkBit tenants.
+fn is_valid_id(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn edge_ota(ctx: &Ctx, raw: &Spanned<RawOta>, device_id: &str) -> Result<OtaConfig, ConfigError> {
+    let o = raw.get_ref();
+    let backend = match (o.backend.get_ref().as_str(), &o.slots_dir) {
+        ("dir", Some(d)) => OtaBackend::Dir {
+            slots_dir: ctx.file_path("ota.slots_dir", d)?,
+        },
+        ("dir", None) => {
+            return Err(ctx.invalid(
+                Some(o.backend.span()),
+                "ota.slots_dir: required with backend = \"dir\"",
+            ))
+        }
+        ("rauc", None) => OtaBackend::Rauc,
+        ("rauc", Some(d)) => {
+            return Err(ctx.invalid(
+                Some(d.span()),
+                "ota.slots_dir: only used with backend = \"dir\"",
+            ))
+        }
+        (other, _) => {
+            return Err(ctx.invalid(
+                Some(o.backend.span()),
+                format!("ota.backend: expected \"dir\" or \"rauc\", got {other:?}"),
+            ))
+        }
+    };
+    if o.public_keys.get_ref().is_empty() {
+        return Err(ctx.invalid(
+            Some(o.public_keys.span()),
+            "ota.public_keys: list at least one minisign public key file",
+        ));
+    }
+    let public_keys = o
+        .public_keys
+        .get_ref()
+        .iter()
+        .map(|k| ctx.file_path("ota.public_keys", k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let compatible = o.compatible.get_ref();
+    if !is_valid_id(compatible) {
+        return Err(ctx.invalid(
+            Some(o.compatible.span()),
+            format!(
+                "ota.compatible: must be 1 to 64 characters from A-Z a-z 0-9 _ - ., got {compatible:?}"
+            ),
+        ));
+    }
+    let int = |key: &str, v: &Option<Spanned<i64>>, range, default| match v {
+        Some(v) => ctx.int_in_range(key, v, range),
+        None => Ok(default),
+    };
+    let max_payload_mb = int(
+        "ota.max_payload_mb",
+        &o.max_payload_mb,
+        &OTA_MAX_PAYLOAD_MB_RANGE,
+        DEFAULT_OTA_MAX_PAYLOAD_MB,
+    )?;
+    let health_timeout_s = int(
+        "ota.health_timeout_s",
+        &o.health_timeout_s,
+        &OTA_HEALTH_TIMEOUT_S_RANGE,
+        DEFAULT_OTA_HEALTH_TIMEOUT_S,
+    )?;
+    let max_boot_attempts = int(
+        "ota.max_boot_attempts",
+        &o.max_boot_attempts,
+        &OTA_MAX_BOOT_ATTEMPTS_RANGE,
+        DEFAULT_OTA_MAX_BOOT_ATTEMPTS,
+    )?;
+    let reboot = match &o.reboot {
+        None => RebootPolicy::Idle,
+        Some(r) => match r.get_ref().as_str() {
+            "idle" => RebootPolicy::Idle,
+            "never" => RebootPolicy::Never,
+            s => match parse_hh_mm(s) {
+                Some((hour, minute)) => RebootPolicy::At { hour, minute },
+                None => {
+                    return Err(ctx.invalid(
+                        Some(r.span()),
+                        format!(
+                            "ota.reboot: expected \"idle\", \"never\" or a local time \"HH:MM\", got {s:?}"
+                        ),
+                    ))
+                }
+            },
+        },
+    };
+    let reboot_command = command(ctx, "ota.reboot_command", o.reboot_command.as_ref())?;
+    let state_dir = match &o.state_dir {
+        Some(d) => ctx.file_path("ota.state_dir", d)?,
+        None => PathBuf::from(DEFAULT_OTA_STATE_DIR),
+    };
+    let hawkbit = match &o.hawkbit {
+        Some(h) => Some(edge_hawkbit(ctx, h.get_ref(), device_id, &state_dir)?),
+        None => None,
+    };
+    Ok(OtaConfig {
+        backend,
+        public_keys,
+        compatible: compatible.clone(),
+        allow_downgrade: o.allow_downgrade.unwrap_or(false),
+        max_payload: max_payload_mb as u64 * 1024 * 1024,
+        health_timeout: Duration::from_secs(health_timeout_s as u64),
+        max_boot_attempts: max_boot_attempts as u32,
+        reboot,
+        reboot_command,
+        state_dir,
+        hawkbit,
+    })
+}
+
+fn edge_hawkbit(
+    ctx: &Ctx,
+    h: &RawHawkbit,
+    device_id: &str,
+    state_dir: &Path,
+) -> Result<OtaHawkbit, ConfigError> {
+    let server = h.server.get_ref().trim_end_matches('/');
+    let host = server
+        .strip_prefix("https://")
+        .or_else(|| server.strip_prefix("http://"));
+    if host.is_none_or(|h| h.is_empty() || h.chars().any(|c| c.is_whitespace() || c.is_control())) {
+        return Err(ctx.invalid(
+            Some(h.server.span()),
+            format!(
+                "ota.hawkbit.server: expected an http:// or https:// URL (e.g. \"https://hawkbit.example.com\"), got {:?}",
+                h.server.get_ref()
+            ),
+        ));
+    }
+    if !is_valid_id(h.tenant.get_ref()) {
+        return Err(ctx.invalid(
+            Some(h.tenant.span()),
+            format!(
+                "ota.hawkbit.tenant: must be 1 to 64 characters from A-Z a-z 0-9 _ - ., got {:?}",
+                h.tenant.get_ref()
+            ),
+        ));
+    }
+    let controller_id = match &h.controller_id {
+        Some(c) if is_valid_id(c.get_ref()) => c.get_ref().clone(),
+        Some(c) => {
+            return Err(ctx.invalid(
+                Some(c.span()),
+                format!(
+                    "ota.hawkbit.controller_id: must be 1 to 64 characters from A-Z a-z 0-9 _ - ., got {:?}",
+                    c.get_ref()
+                ),
+            ))
+        }
+        None => device_id.to_string(),
+    };
+    let token = match &h.token {
+        Some(t) if t.get_ref().trim().is_empty() || t.get_ref().chars().any(|c| c.is_control()) => {
+            return Err(ctx.invalid(
+                Some(t.span()),
+                "ota.hawkbit.token: must not be empty or hold control characters",
+            ))
+        }
+        Some(t) => Some(t.get_ref().clone()),
+        None => None,
+    };
+    let download_dir = match &h.download_dir {
+        Some(d) => ctx.file_path("ota.hawkbit.download_dir", d)?,
+        None => state_dir.join("download"),
+    };
+    let poll_s = match &h.poll_s {
+        Some(p) => ctx.int_in_range("ota.hawkbit.poll_s", p, &HAWKBIT_POLL_S_RANGE)?,
+        None => DEFAULT_HAWKBIT_POLL_S,
+    };
+    Ok(OtaHawkbit {
+        client: crate::ota::hawkbit::HawkbitConfig {
+            server: server.to_string(),
+            tenant: h.tenant.get_ref().clone(),
+            controller_id,
+            token,
+        },
+        download_dir,
+        poll: Duration::from_secs(poll_s as u64),
+    })
 }
 
 fn edge_relay(ctx: &Ctx, raw: &Spanned<RawRelayTarget>) -> Result<RelayTarget, ConfigError> {
@@ -3603,6 +3957,192 @@ address = "127.0.0.1:6010"
         assert!(e.to_string().contains("invalid type"), "{e}");
     }
 
+    const OTA: &str = "[ota]\nbackend = \"dir\"\nslots_dir = \"slots\"\npublic_keys = [\"release.pub\"]\ncompatible = \"braid-rpi4\"\n";
+
+    #[test]
+    fn ota_table_defaults_and_paths() {
+        let dir = Path::new("/etc/braid/edge.toml");
+        assert_eq!(parse_edge(EDGE, dir).unwrap().ota, None);
+        let o = parse_edge(&format!("{EDGE}\n{OTA}"), dir)
+            .unwrap()
+            .ota
+            .unwrap();
+        assert_eq!(
+            o.backend,
+            OtaBackend::Dir {
+                slots_dir: "/etc/braid/slots".into()
+            }
+        );
+        assert_eq!(o.public_keys, [PathBuf::from("/etc/braid/release.pub")]);
+        assert_eq!(o.compatible, "braid-rpi4");
+        assert!(!o.allow_downgrade);
+        assert_eq!(o.max_payload, 2048 * 1024 * 1024);
+        assert_eq!(o.health_timeout, Duration::from_secs(120));
+        assert_eq!(o.max_boot_attempts, 3);
+        assert_eq!(o.reboot, RebootPolicy::Idle);
+        assert_eq!(o.reboot_command, DEFAULT_REBOOT_COMMAND);
+        assert_eq!(o.state_dir, PathBuf::from(DEFAULT_OTA_STATE_DIR));
+        assert_eq!(o.hawkbit, None);
+
+        let text = format!(
+            "{EDGE}\n[ota]\nbackend = \"rauc\"\npublic_keys = [\"a.pub\", \"/k/b.pub\"]\n\
+             compatible = \"braid-cm4.v2\"\nallow_downgrade = true\nmax_payload_mb = 16\n\
+             health_timeout_s = 10\nmax_boot_attempts = 1\nreboot = \"03:30\"\n\
+             reboot_command = [\"/sbin/reboot\", \"-f\"]\nstate_dir = \"state\"\n\
+             [ota.hawkbit]\nserver = \"https://hb.example.com/\"\ntenant = \"DEFAULT\"\n\
+             token = \"s3cret\"\n"
+        );
+        let o = parse_edge(&text, dir).unwrap().ota.unwrap();
+        assert_eq!(o.backend, OtaBackend::Rauc);
+        assert_eq!(o.public_keys[1], PathBuf::from("/k/b.pub"));
+        assert!(o.allow_downgrade);
+        assert_eq!(o.max_payload, 16 << 20);
+        assert_eq!(o.health_timeout, Duration::from_secs(10));
+        assert_eq!(o.max_boot_attempts, 1);
+        assert_eq!(
+            o.reboot,
+            RebootPolicy::At {
+                hour: 3,
+                minute: 30
+            }
+        );
+        assert_eq!(o.reboot.to_string(), "03:30");
+        assert_eq!(o.reboot_command, ["/sbin/reboot", "-f"]);
+        assert_eq!(o.state_dir, PathBuf::from("/etc/braid/state"));
+        let h = o.hawkbit.unwrap();
+        assert_eq!(h.client.server, "https://hb.example.com");
+        assert_eq!(h.client.tenant, "DEFAULT");
+        assert_eq!(h.client.controller_id, "cam1", "defaults to the device id");
+        assert_eq!(h.client.token.as_deref(), Some("s3cret"));
+        assert_eq!(h.download_dir, PathBuf::from("/etc/braid/state/download"));
+        assert_eq!(h.poll, Duration::from_secs(300));
+        for (r, want) in [("idle", RebootPolicy::Idle), ("never", RebootPolicy::Never)] {
+            let t = format!("{EDGE}\n{OTA}reboot = \"{r}\"\n");
+            assert_eq!(parse_edge(&t, dir).unwrap().ota.unwrap().reboot, want);
+        }
+    }
+
+    /// The example's commented `[ota]` block, uncommented, is a valid table.
+    #[test]
+    fn ota_example_block_parses() {
+        let example = read_repo_file("examples/edge.toml");
+        let start = example
+            .find("# [ota]\n")
+            .expect("examples/edge.toml shows [ota]");
+        let block: String = example[start..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.starts_with('[')
+                    || l.split_once(" = ").is_some_and(|(k, _)| {
+                        k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    })
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let o = parse_edge(&format!("{EDGE}\n{block}"), Path::new("edge.toml"))
+            .unwrap_or_else(|e| panic!("{e}\n{block}"))
+            .ota
+            .unwrap();
+        assert!(o.hawkbit.is_some(), "{block}");
+    }
+
+    #[test]
+    fn ota_errors_point_at_their_line() {
+        let base = "public_keys = [\"k.pub\"]\ncompatible = \"braid-rpi4\"\n";
+        let cases: &[(&str, &str, &str)] = &[
+            ("backend = \"zip\"", "backend = \"zip\"", "ota.backend: expected \"dir\" or \"rauc\""),
+            ("backend = \"dir\"", "backend = \"dir\"", "ota.slots_dir: required with backend"),
+            (
+                "backend = \"rauc\"\nslots_dir = \"s\"",
+                "slots_dir = \"s\"",
+                "ota.slots_dir: only used with backend",
+            ),
+            (
+                "backend = \"rauc\"\nreboot = \"3:30\"",
+                "reboot = \"3:30\"",
+                "ota.reboot: expected \"idle\", \"never\" or a local time",
+            ),
+            (
+                "backend = \"rauc\"\nreboot = \"24:00\"",
+                "reboot = \"24:00\"",
+                "ota.reboot: expected",
+            ),
+            (
+                "backend = \"rauc\"\nhealth_timeout_s = 9",
+                "health_timeout_s = 9",
+                "ota.health_timeout_s: must be between 10 and 3600, got 9",
+            ),
+            (
+                "backend = \"rauc\"\nmax_boot_attempts = 0",
+                "max_boot_attempts = 0",
+                "ota.max_boot_attempts: must be between 1 and 20",
+            ),
+            (
+                "backend = \"rauc\"\nmax_payload_mb = 0",
+                "max_payload_mb = 0",
+                "ota.max_payload_mb: must be between",
+            ),
+            (
+                "backend = \"rauc\"\nreboot_command = []",
+                "reboot_command = []",
+                "ota.reboot_command: must name a program",
+            ),
+            (
+                "backend = \"rauc\"\nstate_dir = \"\"",
+                "state_dir = \"\"",
+                "ota.state_dir: must not be empty",
+            ),
+            (
+                "backend = \"rauc\"\n[ota.hawkbit]\nserver = \"ftp://x\"\ntenant = \"t\"",
+                "server = \"ftp://x\"",
+                "ota.hawkbit.server: expected an http:// or https:// URL",
+            ),
+            (
+                "backend = \"rauc\"\n[ota.hawkbit]\nserver = \"http://x\"\ntenant = \"a b\"",
+                "tenant = \"a b\"",
+                "ota.hawkbit.tenant: must be",
+            ),
+            (
+                "backend = \"rauc\"\n[ota.hawkbit]\nserver = \"http://x\"\ntenant = \"t\"\ntoken = \"\"",
+                "token = \"\"",
+                "ota.hawkbit.token: must not be empty",
+            ),
+            (
+                "backend = \"rauc\"\n[ota.hawkbit]\nserver = \"http://x\"\ntenant = \"t\"\npoll_s = 5",
+                "poll_s = 5",
+                "ota.hawkbit.poll_s: must be between 10 and 86400",
+            ),
+        ];
+        for (body, line, reason) in cases {
+            // Keys of [ota] go before a [ota.hawkbit] header in the body.
+            let (ota, hawkbit) = body.split_once("\n[ota.hawkbit]").unwrap_or((body, ""));
+            let text = if hawkbit.is_empty() {
+                format!("{EDGE}\n[ota]\n{base}{ota}\n")
+            } else {
+                format!("{EDGE}\n[ota]\n{base}{ota}\n[ota.hawkbit]{hawkbit}\n")
+            };
+            let e = edge_err(&text);
+            assert_eq!(e.line(), Some(line_no(&text, line, 0)), "{body}: {e}");
+            assert!(e.reason().starts_with(reason), "{body}: {e}");
+        }
+        let e = edge_err(&format!(
+            "{EDGE}\n[ota]\nbackend = \"rauc\"\npublic_keys = []\ncompatible = \"x\"\n"
+        ));
+        assert!(
+            e.reason().starts_with("ota.public_keys: list at least one"),
+            "{e}"
+        );
+        let e = edge_err(&format!(
+            "{EDGE}\n[ota]\nbackend = \"rauc\"\npublic_keys = [\"k\"]\n"
+        ));
+        assert!(e.to_string().contains("missing field `compatible`"), "{e}");
+        let e = edge_err(&format!(
+            "{EDGE}\n[ota]\nbackend = \"rauc\"\npublic_keys = [\"k\"]\ncompatible = \"x y\"\n"
+        ));
+        assert!(e.reason().starts_with("ota.compatible: must be"), "{e}");
+    }
+
     /// Every key of both schemas, as `table.key` paths (`[[device.output]]`
     /// keys as `device.output.key`). Keep in sync with the raw structs; the
     /// tests below check docs/config.md and the examples against it.
@@ -3673,6 +4213,23 @@ address = "127.0.0.1:6010"
         "web.session_idle_minutes",
         "web.reboot_command",
         "web.log_unit",
+        "ota.backend",
+        "ota.slots_dir",
+        "ota.public_keys",
+        "ota.compatible",
+        "ota.allow_downgrade",
+        "ota.max_payload_mb",
+        "ota.health_timeout_s",
+        "ota.max_boot_attempts",
+        "ota.reboot",
+        "ota.reboot_command",
+        "ota.state_dir",
+        "ota.hawkbit.server",
+        "ota.hawkbit.tenant",
+        "ota.hawkbit.controller_id",
+        "ota.hawkbit.token",
+        "ota.hawkbit.download_dir",
+        "ota.hawkbit.poll_s",
     ];
     const RELAY_KEYS: &[&str] = &[
         "relay.listen",
@@ -3804,7 +4361,7 @@ address = "127.0.0.1:6010"
     #[test]
     fn key_list_matches_parser() {
         let edge = format!(
-            "{EDGE}[stats]\nenabled = true\n[scheduler]\n[video]\n[audio]\n[stream]\n[modem]\n[gpio]\n[usage]\n[web]\n"
+            "{EDGE}[stats]\nenabled = true\n[scheduler]\n[video]\n[audio]\n[stream]\n[modem]\n[gpio]\n[usage]\n[web]\n[ota]\n[ota.hawkbit]\n"
         );
         let mut tables = expected_fields(&edge, "", edge_err);
         tables.sort();
@@ -3817,6 +4374,7 @@ address = "127.0.0.1:6010"
                 "input",
                 "link",
                 "modem",
+                "ota",
                 "relay",
                 "scheduler",
                 "stats",
@@ -3840,12 +4398,15 @@ address = "127.0.0.1:6010"
             "[gpio]",
             "[usage]",
             "[web]",
+            "[ota]",
+            "[ota.hawkbit]",
         ]
         .iter()
         .flat_map(|h| {
             let t = h.trim_matches(['[', ']']);
             expected_fields(&edge, h, edge_err)
                 .into_iter()
+                .filter(move |f| !(t == "ota" && f == "hawkbit"))
                 .map(move |f| format!("{t}.{f}"))
         })
         .collect();

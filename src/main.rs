@@ -91,6 +91,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: braid::sim::loadgen::LoadgenCmd,
     },
+    /// Over-the-air updates: install a signed bundle, status, confirm, mark bad.
+    Ota {
+        #[command(subcommand)]
+        cmd: braid::ota::cli::OtaCmd,
+    },
     /// Signed update bundles: keygen, create, verify, bench (docs/ota.md).
     Bundle {
         #[command(subcommand)]
@@ -251,6 +256,10 @@ async fn dispatch(cmd: Cmd) -> Result<()> {
         Cmd::Loadgen { cmd } => {
             init_logs("warn");
             braid::sim::loadgen::cli(cmd).await
+        }
+        Cmd::Ota { cmd } => {
+            init_logs("warn");
+            braid::ota::cli::run(cmd).await
         }
         Cmd::Bundle { cmd } => braid::ota::bundle_cli::cli(cmd),
     }

@@ -635,8 +635,25 @@ pub async fn start_with_source(
 pub async fn run(cfg: EdgeConfig, config_path: std::path::PathBuf) -> Result<()> {
     use crate::system::notify;
     let web = cfg.web.clone();
+    // First, before anything that could crash: count this start against an
+    // unconfirmed slot (and give it up when it has had too many).
+    let ota = cfg.ota.clone().and_then(crate::ota::cli::start_monitor);
     let sup = supervisor::Supervisor::start(cfg, process_start()).await?;
     tracing::info!("edge running");
+    let (ota_stop, ota_stop_rx) = watch::channel(false);
+    if let Some(m) = ota {
+        sup.set_updater(Arc::new(crate::ota::install::WebUpdater::new(
+            m.config().clone(),
+            m.backend(),
+        )));
+        if let Some(hb) = m.config().hawkbit.clone() {
+            let fleet = crate::ota::fleet::Fleet::new(m.config().clone(), hb, m.backend());
+            tokio::spawn(fleet.run(ota_stop_rx.clone()));
+        }
+        let s = sup.clone();
+        let observe = move || crate::ota::health::Observation::from_stats(&s.snapshot());
+        tokio::spawn(m.run(observe, ota_stop_rx));
+    }
     // The local web page outlives stream restarts: it talks to the supervisor.
     let (web_stop, web_stop_rx) = watch::channel(false);
     let mut web_task = None;
@@ -663,6 +680,7 @@ pub async fn run(cfg: EdgeConfig, config_path: std::path::PathBuf) -> Result<()>
     })
     .await;
     tracing::info!("shutting down");
+    let _ = ota_stop.send(true);
     let _ = web_stop.send(true);
     if let Some(t) = web_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;

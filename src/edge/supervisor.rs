@@ -24,6 +24,8 @@ struct Inner {
     view: RwLock<View>,
     /// Process start, for `live_after_s`.
     started: Option<Instant>,
+    /// Installs bundles uploaded from the page (`[ota]`), once set.
+    updater: std::sync::OnceLock<Arc<dyn crate::web::Updater>>,
 }
 
 struct View {
@@ -52,6 +54,7 @@ impl Supervisor {
                 edge: tokio::sync::Mutex::new(Some(h)),
                 view: RwLock::new(view),
                 started,
+                updater: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -63,6 +66,11 @@ impl Supervisor {
             .ok()
             .and_then(|s| s.lock().ok().map(|s| s.clone()))
             .unwrap_or_default()
+    }
+
+    /// What installs the page's update uploads (set once, at start, with `[ota]`).
+    pub fn set_updater(&self, u: Arc<dyn crate::web::Updater>) {
+        let _ = self.inner.updater.set(u);
     }
 
     /// Stops the edge (the daemon is exiting).
@@ -116,6 +124,10 @@ impl Supervisor {
 }
 
 impl EdgeControl for Supervisor {
+    fn updater(&self) -> Option<Arc<dyn crate::web::Updater>> {
+        self.inner.updater.get().cloned()
+    }
+
     fn stats(&self) -> serde_json::Value {
         serde_json::to_value(self.snapshot()).unwrap_or(serde_json::Value::Null)
     }

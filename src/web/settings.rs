@@ -175,7 +175,7 @@ const LIVE_KEYS: &[&str] = &[
 ];
 
 /// Tables whose keys need braid restarted ([`Apply::Service`]).
-const SERVICE_SECTIONS: &[&str] = &["device", "web", "stats", "gpio", "modem"];
+const SERVICE_SECTIONS: &[&str] = &["device", "web", "stats", "gpio", "modem", "ota"];
 
 /// What changing `key` (dotted, indices as numbers or `*`) takes. Anything not
 /// live or service restarts the stream, as does adding or removing a link
@@ -421,6 +421,52 @@ fn build_fields() -> Vec<Field> {
             .default(vec!["systemctl", "reboot"]),
         Field::new("web.log_unit", String, "Log unit", "systemd unit whose journal the log view shows.")
             .default("braid-edge"),
+        // [ota] (docs/ota.md)
+        Field::new("ota.backend", Enum, "Update slots",
+            "rauc: RAUC on the box; dir: directory slots (development, tests). Required with [ota].")
+            .options(&["dir", "rauc"]),
+        Field::new("ota.slots_dir", String, "Slots directory", "Where directory slots live. Only for dir."),
+        Field::new("ota.public_keys", Strings, "Update signing keys",
+            "minisign public key files allowed to sign bundles; at least one. Required."),
+        Field::new("ota.compatible", String, "Hardware id",
+            "A bundle must be built for this hardware id. Required."),
+        Field::new("ota.allow_downgrade", Bool, "Allow downgrade",
+            "Accept bundles not newer than the running version.")
+            .default(false),
+        Field::new("ota.max_payload_mb", Int, "Largest update", "Largest bundle payload accepted.")
+            .range(c::OTA_MAX_PAYLOAD_MB_RANGE)
+            .unit("MB")
+            .default(c::DEFAULT_OTA_MAX_PAYLOAD_MB),
+        Field::new("ota.health_timeout_s", Int, "Health check time",
+            "A new slot must show a link up or the stream live this soon, or the box returns to the old slot.")
+            .range(c::OTA_HEALTH_TIMEOUT_S_RANGE)
+            .unit("s")
+            .default(c::DEFAULT_OTA_HEALTH_TIMEOUT_S),
+        Field::new("ota.max_boot_attempts", Int, "Boot attempts",
+            "Starts (crashes, watchdog restarts) of an unconfirmed slot before it is given up.")
+            .range(c::OTA_MAX_BOOT_ATTEMPTS_RANGE)
+            .default(c::DEFAULT_OTA_MAX_BOOT_ATTEMPTS),
+        Field::new("ota.reboot", String, "Reboot after update",
+            "idle: when the stream is not live; never: the admin reboots; HH:MM: from that local time on, once not live.")
+            .default("idle"),
+        Field::new("ota.reboot_command", Strings, "Update reboot command", "What reboots the box into a new slot.")
+            .default(vec!["systemctl", "reboot"]),
+        Field::new("ota.state_dir", String, "Update state directory",
+            "Boot-attempt counter, pending reboot and downloads.")
+            .default(c::DEFAULT_OTA_STATE_DIR),
+        Field::new("ota.hawkbit.server", String, "hawkBit server",
+            "http(s) URL of the Eclipse hawkBit server. Required with [ota.hawkbit]."),
+        Field::new("ota.hawkbit.tenant", String, "hawkBit tenant", "Tenant on the server. Required with [ota.hawkbit]."),
+        Field::new("ota.hawkbit.controller_id", String, "hawkBit controller id",
+            "This box on the server. Unset: the device id."),
+        Field::new("ota.hawkbit.token", Secret, "hawkBit token", "Target security token. Unset: none."),
+        Field::new("ota.hawkbit.download_dir", String, "Download directory",
+            "Where artifacts are downloaded. Unset: download/ in the state directory."),
+        Field::new("ota.hawkbit.poll_s", Int, "hawkBit poll interval",
+            "Time between polls, until the server asks for another.")
+            .range(c::HAWKBIT_POLL_S_RANGE)
+            .unit("s")
+            .default(c::DEFAULT_HAWKBIT_POLL_S),
     ]
 }
 
@@ -1818,6 +1864,16 @@ interface = \"wwan0\"
                 let is_key = rest.split_once(" = ").is_some_and(|(k, _)| {
                     !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 });
+                // Commented table headers too (the example's [ota] is commented out).
+                let is_header = rest
+                    .strip_prefix('[')
+                    .and_then(|r| r.strip_suffix(']'))
+                    .is_some_and(|t| {
+                        !t.is_empty()
+                            && t.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+                    });
+                let is_key = is_key || is_header;
                 if is_key {
                     format!("{rest}\n")
                 } else {
@@ -1869,7 +1925,9 @@ interface = \"wwan0\"
             }
         }
         // The config's own key count: 56 edge keys plus [web].
-        assert_eq!(fields().len(), 56 + 10);
+        assert!(keys.contains("ota.hawkbit.token"), "{keys:?}");
+        // The config's own key count: 56 edge keys plus [web] and [ota].
+        assert_eq!(fields().len(), 56 + 10 + 17);
     }
 
     /// Field names `parse_edge` expects where `zz_unknown = 1` is put after `header`
@@ -1899,11 +1957,12 @@ interface = \"wwan0\"
     #[test]
     fn field_table_covers_the_parser() {
         let text = format!(
-            "{MINIMAL}[input]\n[stats]\n[scheduler]\n[video]\n[audio]\n[stream]\n[modem]\n[gpio]\n[usage]\n[web]\nlisten = \"127.0.0.1:8080\"\n"
+            "{MINIMAL}[input]\n[stats]\n[scheduler]\n[video]\n[audio]\n[stream]\n[modem]\n[gpio]\n[usage]\n[web]\n[ota]\n[ota.hawkbit]\n"
         );
         let tables = parser_fields(&text, "");
         assert!(tables.len() >= 12, "{tables:?}");
-        for table in tables {
+        let subtables = ["ota.hawkbit"];
+        for table in tables.into_iter().chain(subtables.map(String::from)) {
             let header = if table == "link" {
                 "[[link]]".to_string()
             } else {
@@ -1916,12 +1975,43 @@ interface = \"wwan0\"
             };
             for name in parser_fields(&text, &header) {
                 let key = format!("{section}.{name}");
+                if subtables.contains(&key.as_str()) {
+                    continue;
+                }
                 assert!(
                     field(&key).is_some(),
                     "config.rs reads {key}, the field table lacks it"
                 );
             }
         }
+    }
+
+    #[test]
+    fn ota_hawkbit_token_is_a_secret() {
+        let text = format!(
+            "{MINIMAL}\n[ota]\nbackend = \"rauc\"\npublic_keys = [\"k.pub\"]\ncompatible = \"hw\"\n\
+             [ota.hawkbit]\nserver = \"https://hb.example.com\"\ntenant = \"t\"\ntoken = \"tok-123\"\n"
+        );
+        let (_d, s) = setup(&text);
+        let v = s.view().unwrap();
+        assert_eq!(v["values"]["ota"]["hawkbit"]["token"], REDACTED);
+        assert_eq!(v["values"]["ota"]["compatible"], "hw");
+        assert!(!redacted_toml(&text).contains("tok-123"));
+        assert!(!redact_lines(&text).contains("tok-123"));
+        // Sent back redacted, the token stays; a change of [ota] takes a restart.
+        let rev = v["revision"].as_str().unwrap().to_string();
+        let saved = s
+            .save(
+                &rev,
+                &map(json!({"ota.hawkbit.token": REDACTED, "ota.health_timeout_s": 60})),
+            )
+            .unwrap();
+        assert_eq!(changed(&saved), [("ota.health_timeout_s", Apply::Service)]);
+        assert!(file(&s).contains("token = \"tok-123\""));
+        assert_eq!(
+            saved.config.ota.unwrap().health_timeout,
+            Duration::from_secs(60)
+        );
     }
 
     #[test]
