@@ -112,12 +112,14 @@ check-traces:
 		exit 1; \
 	fi
 
-## test: formatting, lints, all tests (the CI entry point, see .ci/run)
+## test: formatting, lints, all tests, then the library's unit tests built for aarch64 and
+## run under qemu (the CI entry point, see .ci/run)
 test: deps web-deps check-traces
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets $(LOCKED) -- -D warnings
 	$(CARGO) test $(LOCKED)
 	scripts/verify-units.sh
+	scripts/cross.sh test aarch64
 
 ## demo: relay + emulator + edge + ffmpeg on loopback (scripts/demo.sh; DEMO_SECONDS=60)
 demo: deps web-deps build check-traces
