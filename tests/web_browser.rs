@@ -81,6 +81,8 @@ fn spawn_edge(dir: &Path, relay: SocketAddr, fp: &tls::Fingerprint, web: u16) ->
              [input]\nkind = \"test\"\nrate_kbps = 3000\n\n\
              [stats]\nenabled = false\n\n\
              [web]\nlisten = \"127.0.0.1:{web}\"\n\n\
+             [ota]\nbackend = \"dir\"\nslots_dir = \"slots\"\npublic_keys = [\"admin.pub\"]\n\
+             compatible = \"braid-test\"\nreboot_command = [\"true\"]\nstate_dir = \"ota\"\n\n\
              [[link]]\nname = \"modem0\"\nbind = \"127.0.0.11\"\n\n\
              [[link]]\nname = \"modem1\"\nbind = \"127.0.0.12\"\n",
             tls::format_fingerprint(fp)
@@ -155,6 +157,20 @@ async fn page_in_chromium_against_the_real_edge() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A signed update for the page to upload (directory slots, a 300 kB payload).
+    let (_, key) = braid::ota::keys::keygen(dir.path(), "admin").expect("keygen");
+    let payload = dir.path().join("payload.bin");
+    std::fs::write(&payload, vec![0x5a; 300_000]).expect("payload");
+    let bundle = dir.path().join("update-0.2.0.braidb");
+    braid::ota::bundle::create(
+        &braid::ota::keys::SecretKey::load(&key).expect("key"),
+        "0.2.0",
+        "braid-test",
+        braid::ota::bundle::PayloadKind::Binary,
+        &payload,
+        &bundle,
+    )
+    .expect("bundle");
     let shots: PathBuf = Path::new(ROOT).join("target/browser-shots");
     std::fs::create_dir_all(&shots).expect("shot dir");
 
@@ -162,6 +178,7 @@ async fn page_in_chromium_against_the_real_edge() {
         .arg(Path::new(ROOT).join("tests/browser/page.mjs"))
         .env("BASE_URL", format!("http://127.0.0.1:{port}"))
         .env("SHOT_DIR", &shots)
+        .env("UPDATE_FILE", &bundle)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -150,7 +150,15 @@ export function renderActions(view, { feed }) {
         updMsg.textContent = sent >= total ? 'Checking and installing…' : `Uploading ${Math.round(sent / 1e6)} of ${Math.round(total / 1e6)} MB`;
       });
       const i = (r && r.installed) || {};
-      updMsg.textContent = `Installed ${i.version || ''} into slot ${i.slot || '?'}; ${i.reboot || 'it starts at the next reboot'}.`;
+      const when =
+        i.reboot === 'now'
+          ? 'the box reboots into it now'
+          : i.reboot === 'never'
+            ? 'it starts at the next reboot (the box does not reboot by itself)'
+            : i.reboot === 'idle' || !i.reboot
+              ? 'the box reboots into it when the stream is not live'
+              : `the box reboots into it at ${i.reboot}, once the stream is not live`;
+      updMsg.textContent = `Installed ${i.version || ''} into slot ${i.slot || '?'}; ${when}.`;
       toast('Update installed');
     } catch (err) {
       updMsg.textContent = `Not installed: ${reason(err)}`;

@@ -16,6 +16,9 @@ export function h(tag, attrs, ...children) {
       } else if (k === 'style') {
         // through the CSSOM, which a strict Content-Security-Policy allows
         Object.assign(el.style, v);
+      } else if (k === 'value' && tag === 'textarea') {
+        // A textarea has no value attribute: its text is the property.
+        el.value = v;
       } else if (k in el && typeof v !== 'string') {
         el[k] = v;
       } else {

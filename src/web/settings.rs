@@ -2026,3 +2026,28 @@ interface = \"wwan0\"
         assert_eq!(locate(text, 11), Some(Loc::Leaf("l.1.n".into())));
     }
 }
+
+#[cfg(test)]
+mod ota_table_tests {
+    use super::*;
+    use crate::system::TempDir;
+    use serde_json::json;
+
+    #[test]
+    fn a_change_elsewhere_keeps_the_ota_table() {
+        let text = "[device]\nid = \"cam\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n\
+            [relay]\naddress = \"127.0.0.1:7000\"\nfingerprint = \"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n\
+            [ota]\nbackend = \"dir\"\nslots_dir = \"slots\"\npublic_keys = [\"admin.pub\"]\n\
+            compatible = \"braid-test\"\nreboot_command = [\"true\"]\nstate_dir = \"ota\"\n\n\
+            [[link]]\nname = \"a\"\nbind = \"127.0.0.11\"\n";
+        let d = TempDir::new("settings-ota").unwrap();
+        let p = d.path().join("edge.toml");
+        std::fs::write(&p, text).unwrap();
+        let s = Settings::new(p.clone());
+        let view = s.view().unwrap();
+        let rev = view["revision"].as_str().unwrap().to_string();
+        let changes = json!({"link.0.data_cap_mb": 4321});
+        let r = s.save(&rev, changes.as_object().unwrap());
+        assert!(r.is_ok(), "{r:?}\n{}", std::fs::read_to_string(&p).unwrap());
+    }
+}

@@ -5,7 +5,9 @@
 //   5. link.0.data_cap_mb changed in the settings form, saved, seen in the dashboard's
 //      link card and, after a reload, in the form
 //   6. screenshots of dashboard and settings at 390x844 and 1366x768 into SHOT_DIR
-//   7. link cut: prints READY_FOR_CUT, waits for one line on stdin (the harness cuts a
+//   7. (with UPDATE_FILE) a signed update bundle uploaded from the Actions tab and
+//      reported installed
+//   8. link cut: prints READY_FOR_CUT, waits for one line on stdin (the harness cuts a
 //      link, then writes the link's name, or an empty line for the first link), then
 //      times how long the page takes to show that link down (must be under 2 s)
 // Prints one JSON line of results last; exits 1 on any failure.
@@ -175,6 +177,29 @@ async function main() {
       await page.setViewportSize({ width: 390, height: 844 });
       await page.click('#nav a[data-tab="dashboard"]');
     });
+
+    if (process.env.UPDATE_FILE) {
+      // A signed bundle uploaded from the Actions tab: the box verifies it and
+      // installs it into the other slot while the stream stays live.
+      await step('update_upload', async () => {
+        await page.click('#nav a[data-tab="actions"]');
+        await page.locator('#update-file').setInputFiles(process.env.UPDATE_FILE);
+        const t0 = Date.now();
+        await page.click('#update-form button[type="submit"]');
+        await page.waitForFunction(
+          () => /Installed|Not installed/.test(document.querySelector('#update-note')?.textContent || ''),
+          null,
+          { timeout: 20000, polling: 100 },
+        );
+        const note = await page.locator('#update-note').textContent();
+        if (!note.startsWith('Installed')) throw new Error(`update: ${note}`);
+        const shot = path.join(SHOT_DIR, 'actions-update-390x844.png');
+        await page.screenshot({ path: shot, fullPage: true });
+        results.screenshots.push(shot);
+        await page.click('#nav a[data-tab="dashboard"]');
+        return { note, ms: Date.now() - t0 };
+      });
+    }
 
     if (process.env.SKIP_CUT !== '1') {
       await step('link_cut', async () => {
