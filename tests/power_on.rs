@@ -4,39 +4,16 @@
 //! sends nothing. The relay runs in this process so the test can watch the first
 //! media arrive.
 
-use braid::config;
-use braid::relay::{self, RelayHandle, RelayOptions};
+mod common;
+use braid::relay::RelayHandle;
 use braid::system::TempDir;
 use braid::transport::tls;
+use common::*;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-async fn relay_for(dir: &Path) -> (RelayHandle, tls::Fingerprint) {
-    let relay_fp = tls::write_identity(dir, "relay").expect("relay identity");
-    let dev_fp = tls::write_identity(dir, "cam").expect("device identity");
-    let text = format!(
-        "[relay]\nlisten = \"127.0.0.1:0\"\ncert = \"relay.crt\"\nkey = \"relay.key\"\n\
-         [stats]\nlisten = \"127.0.0.1:0\"\n\
-         [[device]]\nid = \"cam\"\nfingerprint = \"{}\"\n\
-         [[device.output]]\nkind = \"udp\"\naddress = \"127.0.0.1:9\"\n",
-        tls::format_fingerprint(&dev_fp)
-    );
-    let cfg = config::parse_relay(&text, &dir.join("relay.toml")).expect("relay config");
-    let h = relay::start(cfg, RelayOptions::default())
-        .await
-        .expect("relay");
-    (h, relay_fp)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 /// Starts `braid edge` with the test source at 2 Mbit/s over two loopback links.
 fn spawn_edge(

@@ -3,32 +3,17 @@
 //! keeps what the engineer chose (stopped stays stopped). Relay and edge run in this
 //! process over loopback.
 
+mod common;
 use braid::config::{self, EdgeConfig};
 use braid::edge::supervisor::Supervisor;
-use braid::relay::{self, RelayHandle, RelayOptions};
+use braid::relay::RelayHandle;
 use braid::system::TempDir;
 use braid::transport::tls;
 use braid::web::EdgeControl;
+use common::*;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-async fn relay_for(dir: &Path) -> (RelayHandle, tls::Fingerprint) {
-    let relay_fp = tls::write_identity(dir, "relay").expect("relay identity");
-    let dev_fp = tls::write_identity(dir, "cam").expect("device identity");
-    let text = format!(
-        "[relay]\nlisten = \"127.0.0.1:0\"\ncert = \"relay.crt\"\nkey = \"relay.key\"\n\
-         [stats]\nlisten = \"127.0.0.1:0\"\n\
-         [[device]]\nid = \"cam\"\nfingerprint = \"{}\"\n\
-         [[device.output]]\nkind = \"udp\"\naddress = \"127.0.0.1:9\"\n",
-        tls::format_fingerprint(&dev_fp)
-    );
-    let cfg = config::parse_relay(&text, &dir.join("relay.toml")).expect("relay config");
-    let h = relay::start(cfg, RelayOptions::default())
-        .await
-        .expect("relay");
-    (h, relay_fp)
-}
 
 fn edge_cfg(
     dir: &Path,

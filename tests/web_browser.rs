@@ -10,11 +10,11 @@
 //! Needs `make web-deps` (playwright-core, uPlot) and `make deps` (chromium): `make
 //! test` runs both first. Without them the test fails and says what is missing.
 
-use braid::config;
-use braid::relay::{self, RelayHandle, RelayOptions};
+mod common;
 use braid::sim::emulator::{parse_link_spec, Emulator, EmulatorConfig, EmulatorHandle};
 use braid::system::TempDir;
 use braid::transport::tls;
+use common::*;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,23 +22,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-async fn relay_for(dir: &Path) -> (RelayHandle, tls::Fingerprint) {
-    let relay_fp = tls::write_identity(dir, "relay").expect("relay identity");
-    let dev_fp = tls::write_identity(dir, "cam").expect("device identity");
-    let text = format!(
-        "[relay]\nlisten = \"127.0.0.1:0\"\ncert = \"relay.crt\"\nkey = \"relay.key\"\n\
-         [stats]\nlisten = \"127.0.0.1:0\"\n\
-         [[device]]\nid = \"cam\"\nfingerprint = \"{}\"\n\
-         [[device.output]]\nkind = \"udp\"\naddress = \"127.0.0.1:9\"\n",
-        tls::format_fingerprint(&dev_fp)
-    );
-    let cfg = config::parse_relay(&text, &dir.join("relay.toml")).expect("relay config");
-    let h = relay::start(cfg, RelayOptions::default())
-        .await
-        .expect("relay");
-    (h, relay_fp)
-}
 
 async fn emulator_for(relay: SocketAddr) -> EmulatorHandle {
     let links = ["127.0.0.11", "127.0.0.12"]
@@ -61,13 +44,6 @@ async fn emulator_for(relay: SocketAddr) -> EmulatorHandle {
     )
     .await
     .expect("emulator")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 fn spawn_edge(dir: &Path, relay: SocketAddr, fp: &tls::Fingerprint, web: u16) -> Child {
