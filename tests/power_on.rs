@@ -5,7 +5,6 @@
 //! media arrive.
 
 mod common;
-use braid::relay::RelayHandle;
 use braid::system::TempDir;
 use braid::transport::tls;
 use common::*;
@@ -76,16 +75,6 @@ fn edge_stats(port: u16) -> Option<serde_json::Value> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
-}
-
-async fn relay_media_in(relay: &RelayHandle) -> u64 {
-    relay
-        .stats()
-        .await
-        .sessions
-        .iter()
-        .map(|s| s.receiver.media_in)
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,6 @@
 mod common;
 use braid::config::{self, EdgeConfig};
 use braid::edge::supervisor::Supervisor;
-use braid::relay::RelayHandle;
 use braid::system::TempDir;
 use braid::transport::tls;
 use braid::web::EdgeControl;
@@ -32,16 +31,6 @@ fn edge_cfg(
         tls::format_fingerprint(fp)
     );
     config::parse_edge(&text, &dir.join("edge.toml")).expect("edge config")
-}
-
-async fn relay_media_in(relay: &RelayHandle) -> u64 {
-    relay
-        .stats()
-        .await
-        .sessions
-        .iter()
-        .map(|s| s.receiver.media_in)
-        .sum()
 }
 
 /// Waits until `f` holds (polled every 50 ms) or panics after `limit`.

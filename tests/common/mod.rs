@@ -33,3 +33,14 @@ pub fn free_port() -> u16 {
         .expect("free port")
         .port()
 }
+
+/// Media datagrams the relay has received, all sessions.
+pub async fn relay_media_in(relay: &RelayHandle) -> u64 {
+    relay
+        .stats()
+        .await
+        .sessions
+        .iter()
+        .map(|s| s.receiver.media_in)
+        .sum()
+}
