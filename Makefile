@@ -31,7 +31,7 @@ GST_PLUGIN_PKGS := gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps web-deps build test demo bench bench-web bench-relay clean check-traces \
-	aarch64 armv7 test-aarch64 cross-aarch64 cross-armv7
+	aarch64 armv7 test-aarch64 cross-aarch64 cross-armv7 image image-deps image-check
 
 ## deps: install missing system packages and rustup components (quiet when all present)
 deps:
@@ -49,6 +49,11 @@ deps:
 	command -v dbus-daemon >/dev/null 2>&1 || missing="$$missing dbus-daemon"; \
 	command -v gst-inspect-1.0 >/dev/null 2>&1 || missing="$$missing gstreamer1.0-tools"; \
 	command -v minisign >/dev/null 2>&1 || missing="$$missing minisign"; \
+	command -v mkfs.vfat >/dev/null 2>&1 || missing="$$missing dosfstools"; \
+	command -v mcopy >/dev/null 2>&1 || missing="$$missing mtools"; \
+	command -v sfdisk >/dev/null 2>&1 || missing="$$missing fdisk"; \
+	command -v jq >/dev/null 2>&1 || missing="$$missing jq"; \
+	command -v debugfs >/dev/null 2>&1 || missing="$$missing e2fsprogs"; \
 	pkg-config --exists gstreamer-app-1.0 2>/dev/null || missing="$$missing libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev"; \
 	for pkg in $(GST_PLUGIN_PKGS); do \
 		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
@@ -103,6 +108,27 @@ cross-aarch64: web-deps
 
 cross-armv7: web-deps
 	cross build --release $(LOCKED) --target armv7-unknown-linux-gnueabihf
+
+## image: the SD-card image for Raspberry Pi 4 / CM4 and the RAUC + braid update bundles
+## of the same root, in target/image (image/build.sh; needs root, downloads Debian
+## arm64 packages, ~15-25 min on 2 cores); ends with its content check
+image: image-deps aarch64
+	image/build.sh all
+
+## image-check: the checks of `make image` again on what it built (no rebuild)
+image-check: image-deps
+	image/build.sh check
+
+image-deps: deps
+	@missing=""; \
+	command -v mmdebstrap >/dev/null 2>&1 || missing="$$missing mmdebstrap"; \
+	command -v qemu-aarch64-static >/dev/null 2>&1 || missing="$$missing qemu-user-static"; \
+	command -v file >/dev/null 2>&1 || missing="$$missing file"; \
+	if [ -n "$$missing" ]; then \
+		echo "image-deps: installing$$missing"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 check-traces:
 	@if [ ! -d "$(BRAID_TRACES)" ]; then \

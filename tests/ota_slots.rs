@@ -12,11 +12,14 @@
 //! and root (RAUC loop-mounts the bundle). It fails, not skips, when they are absent.
 //! What it can and cannot exercise here is written down in docs/ota.md ("RAUC").
 
+mod common;
+
 use braid::ota::bundle::{Manifest, PayloadKind};
 use braid::ota::slots::{
     BootState, DirSlots, RaucConfig, RaucSlots, Slot, SlotBackend, BOOT_FILE, INSTALL_TMP,
 };
 use braid::system::TempDir;
+use common::{have, private_system_bus, run, wait_for, Procs};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -313,47 +316,6 @@ fn killed_install_leaves_old_slot_booting() {
 // RAUC 1.8, for real
 // ---------------------------------------------------------------------------
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Processes killed (SIGKILL) and reaped when the test ends, pass or fail.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in self.0.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !ok() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A CA, and a signing key + certificate issued by it (openssl CLI).
 fn make_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let ca_key = dir.join(format!("{name}-ca.key.pem"));
@@ -587,41 +549,8 @@ fn rauc_for_real() {
     std::fs::create_dir(dir.join("rauc-data")).unwrap();
 
     // A private system bus that lets everyone own and call everything.
-    let sock = dir.join("bus.sock");
-    let bus = format!("unix:path={}", sock.display());
-    let bus_conf = dir.join("bus.conf");
-    std::fs::write(
-        &bus_conf,
-        format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>{bus}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <allow own="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-"#
-        ),
-    )
-    .unwrap();
-    let mut procs = Procs(Vec::new());
-    procs.0.push(
-        Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", bus_conf.display()))
-            .arg("--nofork")
-            .stdout(Stdio::null())
-            // "Failed to set fd limit": harmless without CAP_SYS_RESOURCE.
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("dbus socket", || sock.exists());
+    let (daemon, bus) = private_system_bus(dir);
+    let mut procs = Procs(vec![daemon]);
 
     let slots = RaucSlots::new(RaucConfig {
         program: "rauc".into(),
