@@ -402,7 +402,7 @@ cmd_check() {
         expect "fstab: $m" awk -v m="$m" '$2==m{f=1} END{exit !f}' "$root/etc/fstab"
         expect "mount point $m" test -d "$root$m"
     done
-    expect "first-boot template parses as the edge config" bash -c \
+    expect "edge.toml template: OTA over RAUC" bash -c \
         "sed 's/@DEVICE_ID@/braid-check/' '$root/usr/share/braid/edge.toml.template' | grep -q 'backend = \"rauc\"'"
     expect "udev, polkit, D-Bus rules" test -f "$root/etc/udev/rules.d/99-braid.rules" -a \
         -f "$root/etc/polkit-1/rules.d/50-braid-reboot.rules" -a -f "$root/etc/dbus-1/system.d/braid-rauc.conf"
