@@ -17,7 +17,7 @@
 #   OUT [target/image]  KEYS [image/keys]  BRAID_BIN [aarch64 release build]
 #   HOST_BRAID [target/release/braid or target/debug/braid: runs `braid bundle`]
 #   MIRROR [http://deb.debian.org/debian]  BUNDLE_FORMAT [verity]
-#   CONFIG_MIB [64] BOOT_MIB [128] ROOT_MIB [1536] DATA_MIB [256]  REDUCED [0]
+#   CONFIG_MIB [64] BOOT_MIB [128] ROOT_MIB [2048] DATA_MIB [256]  REDUCED [0]
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(dirname "$HERE")"
@@ -29,7 +29,7 @@ MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 BUNDLE_FORMAT="${BUNDLE_FORMAT:-verity}"
 CONFIG_MIB="${CONFIG_MIB:-64}"
 BOOT_MIB="${BOOT_MIB:-128}"
-ROOT_MIB="${ROOT_MIB:-1536}"
+ROOT_MIB="${ROOT_MIB:-2048}"
 DATA_MIB="${DATA_MIB:-256}"
 REDUCED="${REDUCED:-0}"
 COMPATIBLE=braid-rpi-arm64
@@ -112,6 +112,7 @@ cmd_rootfs() {
     file -b "$BRAID_BIN" | grep -q aarch64 || die "$BRAID_BIN is not an aarch64 binary"
     ensure_binfmt
     [[ "$(id -u)" == 0 ]] || die "mmdebstrap --mode=root needs root"
+    cmd_keys
     rm -rf "$OUT/rootfs"
     mkdir -p "$OUT"
     local pk
@@ -120,7 +121,9 @@ cmd_rootfs() {
         echo "${PACKAGES[*]}"
     )"
     say "mmdebstrap arm64 bookworm -> $OUT/rootfs (several minutes: packages configure under qemu)"
-    # The braid binary and keys go in by the overlay customize hook; apt caches and
+    # update-initramfs is diverted while packages install (the kernel, udev and
+    # others each trigger it, minutes under qemu every time), then run once. The
+    # braid binary and keys go in by the overlay customize hook; apt caches and
     # lists are left out of the image.
     mmdebstrap --mode=root --arch=arm64 --variant=minbase \
         --components=main,non-free-firmware \
@@ -128,6 +131,10 @@ cmd_rootfs() {
         --aptopt='APT::Install-Recommends "false"' \
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
         --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs' \
+        --essential-hook='printf "#!/bin/sh\nexit 0\n" >"$1/usr/sbin/update-initramfs" && chmod 755 "$1/usr/sbin/update-initramfs"' \
+        --customize-hook='rm -f "$1/usr/sbin/update-initramfs" && chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs' \
+        --customize-hook='chroot "$1" update-initramfs -c -k all' \
         --customize-hook="env BRAID_BIN='$BRAID_BIN' KEYS='$KEYS' '$SELF' overlay \"\$1\"" \
         --customize-hook="'$SELF' debian-units \"\$1\"" \
         bookworm "$OUT/rootfs" "$MIRROR" >&2
@@ -201,6 +208,9 @@ cmd_debian_units() {
     # root has no password; the box is managed through its web page and updates.
     sed -i 's/^root:[^:]*:/root:*:/' "$root/etc/shadow"
     rm -rf "$root/var/cache/apt/"*.bin "$root/var/lib/apt/lists/"* "$root/var/cache/apt/archives/"*.deb
+    # raspi-firmware's copy for a single boot partition: the image builds its boot
+    # slots itself (parts), from /usr/lib/raspi-firmware and the kernel in /boot.
+    rm -rf "$root/boot/firmware/"*
 }
 
 # --- partitions ----------------------------------------------------------------------
