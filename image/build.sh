@@ -425,7 +425,7 @@ cmd_check() {
         expect "resolv.conf -> resolved stub" test "$(readlink "$root/etc/resolv.conf")" = ../run/systemd/resolve/stub-resolv.conf
         local pkg
         for pkg in rauc linux-image-arm64 raspi-firmware gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad \
-            gstreamer1.0-libav v4l-utils usb-modeswitch cloud-guest-utils systemd-resolved; do
+            gstreamer1.0-libav v4l-utils usb-modeswitch cloud-guest-utils systemd-resolved mtools; do
             expect "package $pkg" chroot "$root" dpkg-query -W -f='${Status}' "$pkg"
         done
         local mod
