@@ -30,6 +30,14 @@ GST_PLUGIN_PKGS := gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer
 # apt-get needs root; use sudo when not root.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# apt-get update, once more after a pause if a mirror was mid-sync ("File has unexpected
+# size"); if it still fails, install from the package lists there are (apt-get install
+# then fails by itself if a package cannot be had).
+APT_UPDATE := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq || \
+	{ echo "apt-get update failed; again in 15 s" >&2; sleep 15; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; } || \
+	echo "warning: apt-get update failed twice; using the package lists there are" >&2
+
 .PHONY: deps web-deps build test demo bench bench-web bench-relay clean check-traces \
 	aarch64 armv7 test-aarch64 cross-aarch64 cross-armv7 image image-deps image-check
 
@@ -60,7 +68,7 @@ deps:
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$missing"; \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+		$(APT_UPDATE); \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi; \
 	if ! command -v rustup >/dev/null 2>&1 && ! command -v $(CARGO) >/dev/null 2>&1; then \
@@ -75,7 +83,7 @@ deps:
 web-deps:
 	@if ! command -v npm >/dev/null 2>&1; then \
 		echo "web-deps: installing nodejs npm"; \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+		$(APT_UPDATE); \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
 	fi; \
 	if [ ! -d web/node_modules/uplot ] || [ web/package-lock.json -nt web/node_modules ]; then \
@@ -126,7 +134,7 @@ image-deps: deps
 	command -v file >/dev/null 2>&1 || missing="$$missing file"; \
 	if [ -n "$$missing" ]; then \
 		echo "image-deps: installing$$missing"; \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+		$(APT_UPDATE); \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 

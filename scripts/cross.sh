@@ -69,7 +69,11 @@ deps() {
     done
     if ((${#missing[@]})); then
         echo "cross: installing ${missing[*]}"
-        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        # Once more after a pause if a mirror was mid-sync; then the lists there are.
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq ||
+            { echo "cross: apt-get update failed; again in 15 s" >&2; sleep 15 &&
+                $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq; } ||
+            echo "cross: warning: apt-get update failed twice; using the package lists there are" >&2
         $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
     rustup target list --installed | grep -qx "$TRIPLE" || rustup target add "$TRIPLE"
