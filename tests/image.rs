@@ -4,8 +4,9 @@
 //! its partitions, GPT disk image, RAUC bundle and `check`; the bundle installed by
 //! the real RAUC 1.8 into file-backed slots laid out as the image's system.conf, with
 //! the image's bundle hook and its tryboot backend, booted through a model of the
-//! Raspberry Pi bootloader's autoboot.txt; the first-boot script on a temporary
-//! tree. The full image (`make image`: Debian packages under qemu) is too slow for
+//! Raspberry Pi bootloader's autoboot.txt, by `rauc install` and by `braid ota
+//! install` of the braid bundle wrapping it (then `braid ota confirm`); the
+//! first-boot script on a temporary tree. The full image (`make image`: Debian packages under qemu) is too slow for
 //! CI; its last run is in docs/BENCHMARKS.md.
 //!
 //! Needs root (RAUC loop-mounts the bundle and the vfat slot for the hook), `rauc`,
@@ -449,8 +450,34 @@ fn bundle_installs_and_tryboot_cycle() {
     assert_eq!(board.status()["boot_primary"], "rootfs.0");
     assert_eq!(board.reboot(), "A");
 
-    // Try B once (what `braid ota` does: mark-active), no confirmation: back to A.
-    board.rauc_ok(&["status", "mark-active", "other"]);
+    // What the box does with the braid bundle wrapping it: `braid ota install` (the
+    // image's [ota] from the first-boot template, the image's update key) verifies
+    // it, hands the .raucb to RAUC, which writes B again, and arms one trial of B
+    // (mark-active). No confirmation: back to A.
+    let braidb = file_with_ext(&out, "bundle");
+    let cfg = ota_config(&root, &dir);
+    let o = Command::new(BRAID)
+        .args(["ota", "install", "--config"])
+        .arg(&cfg)
+        // The running braid is the bundle's version: not newer.
+        .arg("--allow-downgrade")
+        .arg(&braidb)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &board.bus)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "braid ota install: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        run(Command::new("debugfs")
+            .args(["-R", "cat /usr/share/braid/version"])
+            .arg(dir.join("rootB.ext4")))
+        .trim(),
+        env!("CARGO_PKG_VERSION")
+    );
     assert_eq!(board.status()["boot_primary"], "rootfs.1");
     assert_eq!(
         std::fs::read_to_string(board.reboot_param())
@@ -470,7 +497,14 @@ fn bundle_installs_and_tryboot_cycle() {
     // Try again and confirm (mark-good after the health check): B from now on.
     board.rauc_ok(&["status", "mark-active", "other"]);
     assert_eq!(board.reboot(), "B");
-    board.rauc_ok(&["status", "mark-good", "booted"]);
+    // The daemon's confirmation after its health check (here the CLI's).
+    let o = Command::new(BRAID)
+        .args(["ota", "confirm", "--config"])
+        .arg(&cfg)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &board.bus)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "braid ota confirm: {o:?}");
     let auto = std::fs::read_to_string(board.autoboot()).unwrap();
     assert_eq!(firmware_pick(&auto, false), 3, "{auto}");
     assert_eq!(board.status()["boot_primary"], "rootfs.1");
@@ -487,6 +521,35 @@ fn bundle_installs_and_tryboot_cycle() {
     );
     assert_eq!(board.reboot(), "B");
     drop(board);
+}
+
+/// An edge.toml from the image's first-boot template with its paths moved into
+/// `dir` (device identity made here, the image's update key, OTA state).
+fn ota_config(root: &Path, dir: &Path) -> PathBuf {
+    let etc = dir.join("etc-braid");
+    std::fs::create_dir_all(&etc).unwrap();
+    run(Command::new(BRAID)
+        .args(["keygen", "--dir"])
+        .arg(&etc)
+        .args(["--name", "device"]));
+    let text = std::fs::read_to_string(root.join("usr/share/braid/edge.toml.template"))
+        .unwrap()
+        .replace("@DEVICE_ID@", "braid-test")
+        .replace("/etc/braid/", &format!("{}/", etc.display()))
+        .replace(
+            "/var/lib/braid/",
+            &format!("{}/", dir.join("var-lib-braid").display()),
+        )
+        .replace(
+            "/usr/share/braid/ota-release.pub",
+            root.join("usr/share/braid/ota-release.pub")
+                .to_str()
+                .unwrap(),
+        );
+    assert!(text.contains("backend = \"rauc\""), "{text}");
+    let cfg = etc.join("edge.toml");
+    std::fs::write(&cfg, text).unwrap();
+    cfg
 }
 
 #[test]
