@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `systemd-analyze verify` on the units in systemd/, with ExecStart pointed at the
+# `systemd-analyze verify` on the units in systemd/ and image/rootfs, with ExecStart pointed at the
 # binary just built (verify insists the command exists). Run by `make test`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,6 +9,10 @@ TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 for unit in "$ROOT"/systemd/*.service; do
     sed "s|/usr/bin/braid|$BIN|g" "$unit" >"$TMP/$(basename "$unit")"
+done
+# The SD-card image's own units (image/rootfs), their scripts from the source tree.
+for unit in "$ROOT"/image/rootfs/usr/lib/systemd/system/*.service; do
+    sed "s|/usr/lib/braid/|$ROOT/image/rootfs/usr/lib/braid/|g" "$unit" >"$TMP/$(basename "$unit")"
 done
 cd "$TMP"
 # verify exits 0 on many problems (unknown keys, bad values are "ignored"): any
