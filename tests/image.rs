@@ -119,15 +119,7 @@ fn reduced_root(out: &Path, keys: &Path) -> PathBuf {
     root
 }
 
-/// The disk image `build.sh disk` wrote.
-fn disk_path(out: &Path) -> PathBuf {
-    std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "img"))
-        .expect("no disk image")
-}
-
+/// The one file in `out` with this extension (`build.sh` names them by version).
 fn file_with_ext(out: &Path, ext: &str) -> PathBuf {
     std::fs::read_dir(out)
         .unwrap()
@@ -180,7 +172,7 @@ fn reduced_image_builds_and_checks() {
     assert!(text.contains("FAIL braid-edge.service enabled"), "{text}");
     std::os::unix::fs::symlink(target, &link).unwrap();
 
-    let disk = disk_path(&out);
+    let disk = file_with_ext(&out, "img");
     let js = run(Command::new("sfdisk").arg("--json").arg(&disk));
     let v: serde_json::Value = serde_json::from_str(&js).unwrap();
     let root_a_start = v["partitiontable"]["partitions"][3]["start"]
