@@ -31,8 +31,13 @@
 //!    and never above [`ControllerConfig::headroom`] × `C` (what the up links can
 //!    carry) nor above the ceiling. After a cut the climb waits
 //!    [`ControllerConfig::climb_holdoff`].
-//! 3. **Hold** in between.
-//! 4. **Picture ladder**: the rung steps down (smaller picture) when the target stays
+//! 3. **Restore** a cut taken because the delivered rate fell (not a standing
+//!    queue) when, within [`ControllerConfig::restore_window`], the links deliver the
+//!    old target again while still holding a queue: it was a dip (cellular capacity
+//!    often dips for a few hundred ms), so the target goes back at once instead of
+//!    climbing.
+//! 4. **Hold** in between.
+//! 5. **Picture ladder**: the rung steps down (smaller picture) when the target stays
 //!    below the current rung's `min_bps` for [`ControllerConfig::step_down_after`],
 //!    and up when it stays above the larger rung's `min_bps` × (1 + hysteresis) for
 //!    [`ControllerConfig::step_up_after`]. A temperature over the limit caps both the
@@ -95,6 +100,13 @@ pub struct ControllerConfig {
     /// One episode of cuts (cuts within `cut_holdoff` of each other) takes at most
     /// this share off the target it started from.
     pub max_cut: f64,
+    /// A cut made on `fell_share` (capacity seemed to fall) is undone within this
+    /// time if the links deliver [`ControllerConfig::restore_share`] of the target
+    /// before the cut while a queue (over `restore_queue` of the budget) remains:
+    /// cellular capacity often dips for a few hundred ms and comes back.
+    pub restore_window: Duration,
+    pub restore_share: f64,
+    pub restore_queue: f64,
     /// After a cut, the next waits at least this long (and one smoothed RTT): the
     /// encoder and the queues need that long to show the first cut's effect.
     pub cut_holdoff: Duration,
@@ -134,6 +146,9 @@ impl Default for ControllerConfig {
             fell_queue: 0.2,
             delivered_window: Duration::from_millis(100),
             cut_holdoff: Duration::from_millis(200),
+            restore_window: Duration::from_millis(1000),
+            restore_share: 0.9,
+            restore_queue: 0.04,
             ladder: Vec::new(),
             step_down_after: Duration::from_secs(2),
             step_up_after: Duration::from_secs(8),
@@ -228,6 +243,10 @@ pub struct Controller {
     delivered_hist: VecDeque<(Instant, u64)>,
     /// First cut of the current episode: (when, target before it).
     episode: Option<(Instant, f64)>,
+    /// The current episode began with a fall seen in the delivered rate: until this
+    /// instant it is undone if the links turn out to deliver the old target after
+    /// all ([`ControllerConfig::restore_window`]).
+    provisional_until: Option<Instant>,
     /// (time, queueing delay s) over the last `queue_window`.
     queue_hist: VecDeque<(Instant, f64)>,
     /// Since when the target has been below the current rung's floor / above the
@@ -251,6 +270,7 @@ impl Controller {
             last_expired: 0,
             queue_hist: VecDeque::new(),
             episode: None,
+            provisional_until: None,
             delivered_hist: VecDeque::new(),
             below_since: None,
             above_since: None,
@@ -487,10 +507,19 @@ impl Controller {
             });
             if !just_cut {
                 self.episode = Some((now, self.target));
+                // Only a fall seen in the delivered rate may be a dip (a standing
+                // queue is overload whatever the links do next).
+                self.provisional_until = capacity_fell.map(|_| now + self.cfg.restore_window);
             }
             self.target = to;
             self.stats.cuts += 1;
             self.last_cut = Some(now);
+        } else if let Some(to) = self
+            .restore_to(now, queue_s, delivered_bps)
+            .filter(|_| !congested)
+        {
+            self.target = to;
+            self.provisional_until = None;
         } else if !congested
             && standing < self.cfg.queue_low * budget
             && self
@@ -515,6 +544,21 @@ impl Controller {
         self.stats.target_bps = self.target as u64;
         self.stats.capacity_bps = capacity;
         self.stats.queue_ms = (queue_s * 1e3).min(1e9);
+    }
+
+    /// The target to go back to when the episode's first cut was provisional and the
+    /// links, still holding a queue (so not limited by what they were given), deliver
+    /// at least [`ControllerConfig::restore_share`] of the target the episode started
+    /// from: the fall was a dip, over now. Climbing back at `climb_per_s` would waste
+    /// what the links carry meanwhile.
+    fn restore_to(&self, now: Instant, queue_s: f64, delivered_bps: Option<f64>) -> Option<f64> {
+        let until = self.provisional_until?;
+        let (_, from) = self.episode?;
+        let d = delivered_bps?;
+        let queued = queue_s > self.cfg.restore_queue * self.cfg.latency.as_secs_f64();
+        let to = from.min(d * self.cfg.headroom);
+        (now < until && queued && d >= self.cfg.restore_share * from && to > self.target)
+            .then_some(to)
     }
 
     fn update_rung(&mut self, now: Instant) {
@@ -792,6 +836,54 @@ mod tests {
         }
         let t = c.target().bps;
         assert!(t <= 3_600_000, "cut to what the links deliver: {t}");
+    }
+
+    /// A dip: the links deliver 4 Mbit/s for 100 ms with a queue building (cut at
+    /// once), then 10 Mbit/s again while the queue drains. With `recover` false they
+    /// stay at 4 Mbit/s. Returns the targets after the cut and 300 ms later.
+    fn dip(recover: bool) -> (u64, u64) {
+        let t0 = Instant::now();
+        let cfg = ControllerConfig {
+            start_bps: 10_000_000,
+            ..Default::default()
+        };
+        let mut c = Controller::new(cfg, t0);
+        let mut delivered = 0u64;
+        let mut at = |c: &mut Controller, ms: u64, bps: f64, queued: usize| {
+            delivered += (bps / 8.0 * 0.05) as u64;
+            let o = Observation {
+                delivered_bytes: delivered,
+                ..obs(vec![link(6.0, 0), link(6.0, 0)], queued)
+            };
+            c.handle_observation(t0 + Duration::from_millis(ms), &o);
+        };
+        at(&mut c, 0, 10e6, 0);
+        at(&mut c, 50, 4e6, 100_000);
+        at(&mut c, 100, 4e6, 230_000);
+        let cut = c.target().bps;
+        let later = if recover { 12e6 } else { 4e6 };
+        for (ms, queued) in [(150, 200_000), (200, 150_000), (250, 100_000)] {
+            at(&mut c, ms, later, queued);
+        }
+        at(&mut c, 300, later, 60_000);
+        at(&mut c, 350, later, 40_000);
+        at(&mut c, 400, later, 30_000);
+        (cut, c.target().bps)
+    }
+
+    #[test]
+    fn a_fall_that_was_a_dip_is_undone_while_the_queue_drains() {
+        let (cut, after) = dip(true);
+        assert!(cut <= 5_200_000, "cut at once: {cut}");
+        // Delivering 12 Mbit/s with a queue left: the links were not limited by
+        // what they were given, so the old target (10 Mbit/s) is safe again.
+        assert!(
+            after >= 10_000_000,
+            "restored, not climbing at 50 %/s from {cut}: {after}"
+        );
+        let (cut, after) = dip(false);
+        assert!(cut <= 5_200_000, "{cut}");
+        assert!(after <= cut, "a real fall stays cut: {after}");
     }
 
     #[test]
