@@ -152,6 +152,9 @@ struct Shared {
     audio_element: Mutex<Option<gst::Element>>,
     /// Factory names of the encode pipeline's elements.
     elements: Mutex<Vec<String>>,
+    /// (when, bytes) of every buffer the video encoder put out, while recording
+    /// ([`MediaProbe::record_encoder_output`]).
+    encoder_out: Mutex<Option<Vec<(Instant, usize)>>>,
 }
 
 impl Shared {
@@ -196,6 +199,24 @@ impl MediaProbe {
             .elements
             .lock()
             .map(|e| e.clone())
+            .unwrap_or_default()
+    }
+
+    /// From now on, note when the video encoder puts out each buffer and its size
+    /// (the encoder's own output rate, before the mux adds audio and waits for it).
+    pub fn record_encoder_output(&self) {
+        if let Ok(mut r) = self.0.encoder_out.lock() {
+            r.get_or_insert_with(Vec::new);
+        }
+    }
+
+    /// What [`MediaProbe::record_encoder_output`] noted so far: (when, bytes).
+    pub fn encoder_output(&self) -> Vec<(Instant, usize)> {
+        self.0
+            .encoder_out
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
             .unwrap_or_default()
     }
 
@@ -859,6 +880,17 @@ impl Runner {
         if let Ok(mut f) = self.feeder.lock() {
             f.appsrc = enc.appsrc.clone();
             f.last_pts = None;
+        }
+        if let Some(pad) = enc.encoder.static_pad("src") {
+            let shared = self.src.shared.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let (Some(b), Ok(mut rec)) = (info.buffer(), shared.encoder_out.lock()) {
+                    if let Some(rec) = rec.as_mut() {
+                        rec.push((Instant::now(), b.size()));
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
         }
         if let Ok(mut e) = self.src.shared.encode_element.lock() {
             *e = Some(enc.encoder.clone());

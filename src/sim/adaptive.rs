@@ -255,9 +255,15 @@ pub fn capacity_per_second(sc: &Scenario) -> Vec<f64> {
 /// How the encoder followed the capacity step (all empty for other scenarios).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct StepFigures {
-    /// ms from the step until the encoder's output, over its last [`FOLLOW_FRAMES`]
-    /// video frames, is at or under the new capacity ([`follow_time_frames`]).
+    /// ms from the step until the video encoder's own output, over its last
+    /// [`FOLLOW_FRAMES`] frames, is at or under its share of the new capacity (the
+    /// rest being audio and mux overhead; [`follow_time_frames`]): the acceptance
+    /// figure, measured at the encoder's source pad in real runs.
     pub follow_ms: Option<f64>,
+    /// The same at the muxer's output (per video frame of the transport stream,
+    /// audio and PSI included): what the sender gets, later than `follow_ms` by
+    /// the mux's wait for audio to interleave.
+    pub follow_ms_mux: Option<f64>,
     /// The same over a trailing [`FOLLOW_WINDOW`] of muxer output (the figure
     /// reported before per-frame slicing; lags by up to the window).
     pub follow_ms_200: Option<f64>,
@@ -288,6 +294,9 @@ impl StepFigures {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         StepFigures {
             follow_ms: after
+                .and_then(|c| follow_time_frames(o.encoder_frames, o.fps, at, c * o.encoder_share))
+                .map(ms),
+            follow_ms_mux: after
                 .and_then(|c| follow_time_frames(o.video_frames, o.fps, at, c))
                 .map(ms),
             follow_ms_200: after.and_then(|c| follow_time(o.produced, at, c)).map(ms),
@@ -348,6 +357,12 @@ pub struct Observed<'a> {
     pub produced: &'a [(Duration, usize)],
     /// The same cut per video frame (see [`follow_time_frames`]).
     pub video_frames: &'a [(Duration, usize)],
+    /// (time since start, bytes) of each frame as the video encoder put it out,
+    /// before the mux.
+    pub encoder_frames: &'a [(Duration, usize)],
+    /// The encoder's share of a stream at the capacity after the step: its output
+    /// follows when it is at or under this share of the new capacity.
+    pub encoder_share: f64,
     pub fps: f64,
     /// (time since start, target bit/s) at every change, when recorded (real runs);
     /// empty: taken from `ticks`.
@@ -430,6 +445,8 @@ pub fn report_real(
         Observed {
             produced: &run.produced,
             video_frames: &run.video_frames,
+            encoder_frames: &run.encoder_frames,
+            encoder_share: run.encoder_share,
             fps: run.fps,
             targets: &run.targets,
             ticks: &run.controller,
@@ -468,6 +485,9 @@ pub fn run(
             produced: &src.frames,
             // The model pushes each frame whole at its capture time.
             video_frames: &src.frames,
+            // The model's frames are the whole stream, at the encoder.
+            encoder_frames: &src.frames,
+            encoder_share: 1.0,
             fps: f64::from(src.enc.fps),
             targets: &[],
             ticks: &src.ticks,

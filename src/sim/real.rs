@@ -38,6 +38,12 @@ pub struct RealRun {
     pub produced: Vec<(Duration, usize)>,
     /// The same cut per video frame ([`crate::core::ts::FrameSlicer`]).
     pub video_frames: Vec<(Duration, usize)>,
+    /// (time since t0, bytes) of each buffer the video encoder put out, before the
+    /// mux (encoder source only).
+    pub encoder_frames: Vec<(Duration, usize)>,
+    /// The video encoder's share of a stream at the capacity after the scenario's
+    /// capacity step (the rest is audio and mux overhead); 1 when not known.
+    pub encoder_share: f64,
     /// Frame rate of the encoder source (0 for the test source).
     pub fps: f64,
     /// (time since t0, target bit/s) at every change the source was told of.
@@ -123,6 +129,8 @@ pub async fn run_with(sc: &Scenario, source_kind: SimSource) -> Result<RealRun> 
     // Media starts once every link has joined: the report measures the bonded
     // transport, not the handshakes (start-up time is reported separately).
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let mut probe = None;
+    let mut encoder_share = 1.0;
     let inner: Box<dyn MediaSource> = match &source_kind {
         SimSource::Test => Box::new(TestSource {
             rate_bps: sc.input_bps as u64,
@@ -132,9 +140,18 @@ pub async fn run_with(sc: &Scenario, source_kind: SimSource) -> Result<RealRun> 
             audio,
             pattern,
         } => {
-            crate::media::pattern_source_probed(video, audio, *pattern)
-                .context("building the encoder pipeline")?
-                .0
+            let after = super::adaptive::capacity_per_second(sc)
+                .get(super::scenario::CAPACITY_STEP_AT.as_secs() as usize + 1)
+                .copied()
+                .unwrap_or(0.0);
+            if after > 0.0 {
+                encoder_share =
+                    crate::media::video_bitrate(after as u64, video, audio) as f64 / after;
+            }
+            let (src, p) = crate::media::pattern_source_probed(video, audio, *pattern)
+                .context("building the encoder pipeline")?;
+            probe = Some(p);
+            src
         }
     };
     let fps = match &source_kind {
@@ -166,6 +183,9 @@ pub async fn run_with(sc: &Scenario, source_kind: SimSource) -> Result<RealRun> 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = go_tx.send(true);
+    if let Some(p) = &probe {
+        p.record_encoder_output();
+    }
     let media_start = Instant::now();
     // Media starts with the edge; wait for the scenario to elapse (sampling the
     // controller), then for the last packets to be released.
@@ -300,6 +320,12 @@ pub async fn run_with(sc: &Scenario, source_kind: SimSource) -> Result<RealRun> 
             std::mem::take(&mut r.targets),
         )
     };
+    let encoder_frames = probe
+        .map(|p| p.encoder_output())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(t, n)| (t.saturating_duration_since(t0), n))
+        .collect();
     let report = SimReport {
         scenario: sc.name.clone(),
         mode: "real".into(),
@@ -339,6 +365,8 @@ pub async fn run_with(sc: &Scenario, source_kind: SimSource) -> Result<RealRun> 
         t0,
         produced,
         video_frames,
+        encoder_frames,
+        encoder_share,
         fps,
         targets,
         controller,
