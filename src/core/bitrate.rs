@@ -103,7 +103,10 @@ pub struct ControllerConfig {
     /// A cut made on `fell_share` (capacity seemed to fall) is undone within this
     /// time if the links deliver [`ControllerConfig::restore_share`] of the target
     /// before the cut while a queue (over `restore_queue` of the budget) remains:
-    /// cellular capacity often dips for a few hundred ms and comes back.
+    /// cellular capacity often dips for a few hundred ms and comes back. The target
+    /// goes back to that share of the old one: with the edge's config, the model's
+    /// dev runs (7 seeds x 2 keyframe sizes) were on time >= 99.936 % with 0.9,
+    /// down to 99.885 % with 1.0, at the same goodput (0.803 of counted capacity).
     pub restore_window: Duration,
     pub restore_share: f64,
     pub restore_queue: f64,
@@ -549,14 +552,15 @@ impl Controller {
     /// The target to go back to when the episode's first cut was provisional and the
     /// links, still holding a queue (so not limited by what they were given), deliver
     /// at least [`ControllerConfig::restore_share`] of the target the episode started
-    /// from: the fall was a dip, over now. Climbing back at `climb_per_s` would waste
+    /// from: the fall was a dip, over now (back to that share of it). Climbing back at `climb_per_s` would waste
     /// what the links carry meanwhile.
     fn restore_to(&self, now: Instant, queue_s: f64, delivered_bps: Option<f64>) -> Option<f64> {
         let until = self.provisional_until?;
         let (_, from) = self.episode?;
         let d = delivered_bps?;
         let queued = queue_s > self.cfg.restore_queue * self.cfg.latency.as_secs_f64();
-        let to = from.min(d * self.cfg.headroom);
+        // Not quite all the way: the dip may not be wholly over.
+        let to = (from * self.cfg.restore_share).min(d * self.cfg.headroom);
         (now < until && queued && d >= self.cfg.restore_share * from && to > self.target)
             .then_some(to)
     }
@@ -876,9 +880,9 @@ mod tests {
         let (cut, after) = dip(true);
         assert!(cut <= 5_200_000, "cut at once: {cut}");
         // Delivering 12 Mbit/s with a queue left: the links were not limited by
-        // what they were given, so the old target (10 Mbit/s) is safe again.
+        // what they were given, so (0.9 of) the old target, 10 Mbit/s, is safe again.
         assert!(
-            after >= 10_000_000,
+            after >= 9_000_000,
             "restored, not climbing at 50 %/s from {cut}: {after}"
         );
         let (cut, after) = dip(false);
