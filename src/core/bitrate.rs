@@ -34,8 +34,8 @@
 //! 3. **Restore** a cut taken because the delivered rate fell (not a standing
 //!    queue) when, within [`ControllerConfig::restore_window`], the links deliver the
 //!    old target again while still holding a queue: it was a dip (cellular capacity
-//!    often dips for a few hundred ms), so the target goes back at once instead of
-//!    climbing.
+//!    often dips for a few hundred ms), so the target goes back at once (to
+//!    [`ControllerConfig::restore_share`] of it) instead of climbing.
 //! 4. **Hold** in between.
 //! 5. **Picture ladder**: the rung steps down (smaller picture) when the target stays
 //!    below the current rung's `min_bps` for [`ControllerConfig::step_down_after`],
@@ -552,8 +552,8 @@ impl Controller {
     /// The target to go back to when the episode's first cut was provisional and the
     /// links, still holding a queue (so not limited by what they were given), deliver
     /// at least [`ControllerConfig::restore_share`] of the target the episode started
-    /// from: the fall was a dip, over now (back to that share of it). Climbing back at `climb_per_s` would waste
-    /// what the links carry meanwhile.
+    /// from: the fall was a dip, over now (back to that share of it). Climbing back
+    /// at `climb_per_s` would waste what the links carry meanwhile.
     fn restore_to(&self, now: Instant, queue_s: f64, delivered_bps: Option<f64>) -> Option<f64> {
         let until = self.provisional_until?;
         let (_, from) = self.episode?;
@@ -843,7 +843,7 @@ mod tests {
     }
 
     /// A dip: the links deliver 4 Mbit/s for 100 ms with a queue building (cut at
-    /// once), then 10 Mbit/s again while the queue drains. With `recover` false they
+    /// once), then 12 Mbit/s while the queue drains. With `recover` false they
     /// stay at 4 Mbit/s. Returns the targets after the cut and 300 ms later.
     fn dip(recover: bool) -> (u64, u64) {
         let t0 = Instant::now();
