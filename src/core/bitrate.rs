@@ -106,7 +106,8 @@ pub struct ControllerConfig {
     /// cellular capacity often dips for a few hundred ms and comes back. The target
     /// goes back to that share of the old one: with the edge's config, the model's
     /// dev runs (7 seeds x 2 keyframe sizes) were on time >= 99.936 % with 0.9,
-    /// down to 99.885 % with 1.0, at the same goodput (0.803 of counted capacity).
+    /// down to 99.885 % with 1.0, at about the same goodput (0.803 and 0.801 of
+    /// counted capacity; `sim::adaptive` test `provisional_cuts_sweep`).
     pub restore_window: Duration,
     pub restore_share: f64,
     pub restore_queue: f64,

@@ -155,6 +155,8 @@ struct Shared {
     /// (when, bytes) of every buffer the video encoder put out, while recording
     /// ([`MediaProbe::record_encoder_output`]).
     encoder_out: Mutex<Option<Vec<(Instant, usize)>>>,
+    /// Set with `encoder_out`: the probe checks this, not the lock, on every frame.
+    recording_encoder: AtomicBool,
 }
 
 impl Shared {
@@ -208,6 +210,7 @@ impl MediaProbe {
         if let Ok(mut r) = self.0.encoder_out.lock() {
             r.get_or_insert_with(Vec::new);
         }
+        self.0.recording_encoder.store(true, Relaxed);
     }
 
     /// What [`MediaProbe::record_encoder_output`] noted so far: (when, bytes).
@@ -884,6 +887,9 @@ impl Runner {
         if let Some(pad) = enc.encoder.static_pad("src") {
             let shared = self.src.shared.clone();
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if !shared.recording_encoder.load(Relaxed) {
+                    return gst::PadProbeReturn::Ok;
+                }
                 if let (Some(b), Ok(mut rec)) = (info.buffer(), shared.encoder_out.lock()) {
                     if let Some(rec) = rec.as_mut() {
                         rec.push((Instant::now(), b.size()));
